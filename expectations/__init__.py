@@ -1,0 +1,1 @@
+"""Great Expectations suites as code, one module per dataset or mart."""

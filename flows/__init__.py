@@ -1,0 +1,1 @@
+"""binance-lakehouse: Prefect flows and the code they call."""

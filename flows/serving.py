@@ -1,0 +1,110 @@
+"""Long-running servers a user starts: dashboard, dbt docs, Data Docs, Prefect."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from flows.settings import PROJECT_ROOT, Settings
+
+DASHBOARD_APP = PROJECT_ROOT / "dashboards" / "streamlit_app.py"
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def dashboard_command(settings: Settings, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ, LAKEHOUSE_LAKE_DIR=str(settings.lake_dir))
+    command = [
+        _bin("streamlit"),
+        "run",
+        str(DASHBOARD_APP),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    return command, env
+
+
+def serve_dashboard(settings: Settings, host: str, port: int) -> None:
+    command, env = dashboard_command(settings, host, port)
+    typer.echo(f"dashboard on http://{host}:{port} (Ctrl-C stops it)")
+    _run_foreground(command, env=env, cwd=PROJECT_ROOT)
+
+
+def serve_dbt_docs(settings: Settings, host: str, port: int) -> None:
+    from flows.transform import dbt_env, dbt_paths, run_dbt
+
+    run_dbt(settings, "docs", "generate")
+    target, logs = dbt_paths(settings)
+    typer.echo(f"dbt docs on http://{host}:{port} (Ctrl-C stops it)")
+    command = [
+        _bin("dbt"),
+        "docs",
+        "serve",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-browser",
+        "--project-dir",
+        str(PROJECT_ROOT / "dbt_project"),
+        "--profiles-dir",
+        str(PROJECT_ROOT / "dbt_project"),
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(logs),
+    ]
+    _run_foreground(command, env=dbt_env(settings), cwd=PROJECT_ROOT / "dbt_project")
+
+
+def build_data_docs(settings: Settings) -> Path:
+    from flows.quality import data_docs_index, gx_context
+
+    index = data_docs_index(settings)
+    if not index.exists():
+        gx_context(settings).build_data_docs()
+    return index
+
+
+def serve_data_docs(settings: Settings, host: str, port: int, serve: bool = True) -> None:
+    index = build_data_docs(settings)
+    typer.echo(f"Data Docs: {index}")
+    if not serve:
+        return
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(index.parent))
+    with http.server.ThreadingHTTPServer((host, port), handler) as server:
+        typer.echo(
+            f"serving Data Docs on http://{host}:{server.server_address[1]}/index.html (Ctrl-C stops it)"
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+
+
+def _run_foreground(command: list[str], env: dict[str, str], cwd: Path) -> None:
+    process = subprocess.Popen(command, env=env, cwd=cwd)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def serve_prefect() -> None:
+    from flows.deployments import serve_all
+
+    serve_all()

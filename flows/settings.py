@@ -1,0 +1,163 @@
+"""One Settings object for the whole project (env prefix LAKEHOUSE_, optional .env)."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from flows.errors import LakehouseError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9]{2,20}$")
+KLINE_INTERVALS = (
+    "1s",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
+    "1M",
+)
+DEFAULT_SYMBOLS = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT"]
+Source = Literal["synthetic", "binance", "archive", "upload"]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Where the lake lives and what the default run ingests."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LAKEHOUSE_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    lake_dir: Path = Field(default=PROJECT_ROOT / "lake", description="Root of the data lake.")
+    source: Source = "synthetic"
+    market: Literal["spot", "usdm"] = "spot"
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    intervals: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["1m"])
+    # A fixed window keeps the offline default deterministic: same inputs, same marts.
+    start: date = date(2026, 10, 1)
+    end: date = date(2026, 10, 31)
+    seed: int = 42
+    # Synthetic source scale and defects (flows/sources/synthetic.py); the defaults keep
+    # `make run` quick. defect_rate is the share of rows each defect kind hits.
+    synthetic_users: int = Field(default=5000, ge=2)
+    synthetic_tx_per_day: int = Field(default=10000, ge=0)
+    defect_rate: float = Field(default=0.002, ge=0.0, le=0.1)
+    synthetic_clean: bool = False
+    snapshots_kept: int = 5
+    binance_api_url: str = "https://api.binance.com/api"
+    binance_futures_api_url: str = "https://fapi.binance.com/fapi"
+    binance_ws_url: str = "wss://stream.binance.com:9443"
+    binance_futures_ws_url: str = "wss://fstream.binance.com"
+    # Trade stream micro-batches: flush every N seconds or M trades, whichever comes first.
+    stream_flush_seconds: float = Field(default=1.0, gt=0, le=3600)
+    stream_flush_trades: int = Field(default=5000, gt=0)
+    inbox_dir: Path | None = None
+    # Binance ingestion (issue 3). Keys are optional (market data is public), come only from the
+    # environment/.env, and SecretStr keeps them out of reprs and logs.
+    binance_api_key: SecretStr | None = None
+    binance_api_secret: SecretStr | None = None
+    binance_overlap_candles: int = Field(default=2, ge=0)
+    binance_max_retries: int = Field(default=5, ge=0)
+    binance_backoff_seconds: float = Field(default=1.0, ge=0)
+    binance_backoff_max_seconds: float = Field(default=60.0, ge=0)
+    binance_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Pause for the next weight window once this share of the per-minute limit is used.
+    binance_weight_headroom: float = Field(default=0.9, gt=0, le=1)
+    archive_base_url: str = "https://data.binance.vision"
+    # Files younger than this are left for the next run: they may still be being copied.
+    inbox_settle_seconds: float = Field(default=2.0, ge=0)
+    gx_dir: Path | None = None
+
+    @field_validator("symbols", "intervals", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_upper(cls, value: list[str]) -> list[str]:
+        symbols = [s.upper() for s in value]
+        for symbol in symbols:
+            if not SYMBOL_PATTERN.match(symbol):
+                raise ValueError(
+                    f"symbol {symbol!r} is not a Binance symbol (2-20 letters/digits, e.g. BTCUSDT)"
+                )
+        if not symbols:
+            raise ValueError("at least one symbol is needed")
+        return symbols
+
+    @field_validator("intervals")
+    @classmethod
+    def _known_intervals(cls, value: list[str]) -> list[str]:
+        for interval in value:
+            if interval not in KLINE_INTERVALS:
+                raise ValueError(
+                    f"interval {interval!r} is not a Binance interval ({', '.join(KLINE_INTERVALS)})"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> Settings:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        self.lake_dir = Path(self.lake_dir).expanduser().resolve()
+        return self
+
+    @property
+    def inbox(self) -> Path:
+        return self.inbox_dir or self.lake_dir / "inbox"
+
+    @property
+    def gx_root(self) -> Path:
+        """Where the GE context (gx/) lives: expectations/ unless LAKEHOUSE_GX_DIR says otherwise."""
+        return Path(self.gx_dir).resolve() if self.gx_dir else PROJECT_ROOT / "expectations"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings from env/.env plus overrides, turning validation errors into one line."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except Exception as exc:  # pydantic.ValidationError: keep only the first message
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            first = errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+            message = str(first.get("msg", exc)).removeprefix("Value error, ")
+            raise LakehouseError(
+                f"invalid setting {where}: {message} (check the option or LAKEHOUSE_{where.upper()})"
+            ) from exc
+        raise
+
+
+@lru_cache(maxsize=1)
+def default_settings() -> Settings:
+    return load_settings()
+
+
+def ensure_prefect_home() -> None:
+    """Keep Prefect's history project-local, so `make run` and `make serve` share it."""
+    os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / ".prefect"))

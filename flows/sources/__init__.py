@@ -1,0 +1,44 @@
+"""One module per source; each lands frames in the raw schema into lake/landing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flows.errors import LakehouseError
+from flows.lake import BatchRef
+from flows.settings import Settings
+
+
+@dataclass
+class LandResult:
+    """What one landing produced: batch refs per dataset, plus per-source notes (defects, errors)."""
+
+    refs: dict[str, list[BatchRef]] = field(default_factory=dict)
+    notes: dict[str, object] = field(default_factory=dict)
+
+    def merge(self, other: LandResult) -> LandResult:
+        for dataset, refs in other.refs.items():
+            self.refs.setdefault(dataset, []).extend(refs)
+        self.notes.update(other.notes)
+        return self
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {dataset: sum(r.rows for r in refs) for dataset, refs in self.refs.items()}
+
+
+def land_source(settings: Settings) -> LandResult:
+    """Land the configured source into lake/landing; the raw gate moves it on."""
+    if settings.source == "synthetic":
+        from flows.sources.synthetic import land_synthetic
+
+        return land_synthetic(settings)
+    if settings.source == "binance":
+        from flows.sources.binance_rest import land_rest_klines
+
+        return land_rest_klines(settings)
+    if settings.source in ("archive", "upload"):
+        from flows.sources.inbox import land_inbox
+
+        return land_inbox(settings)
+    raise LakehouseError(f"unknown source {settings.source!r}; use synthetic, binance, archive or upload")

@@ -1,0 +1,28 @@
+"""Shared fixtures: every test gets its own lake, GE context and Prefect home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the project's lake or Prefect history.
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture
+def lake_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("LAKEHOUSE_LAKE_DIR", str(lake))
+    monkeypatch.setenv("LAKEHOUSE_GX_DIR", str(tmp_path / "gx"))
+    return lake
+
+
+@pytest.fixture
+def settings(lake_dir: Path):
+    from flows.settings import load_settings
+
+    return load_settings(lake_dir=lake_dir)

@@ -1,0 +1,91 @@
+"""The CLI: help for every command, one-line errors, tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from flows.cli import app, main
+
+CORE_COMMANDS = [
+    "run",
+    "ingest",
+    "validate",
+    "build",
+    "publish",
+    "query",
+    "dashboard",
+    "docs",
+    "dq-report",
+    "serve",
+]
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.mark.parametrize("command", CORE_COMMANDS)
+def test_every_core_command_has_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    doc = next(
+        c
+        for c in app.registered_commands
+        if (c.name or c.callback.__name__) == command.replace("-", "_") or c.name == command
+    )
+    assert doc.callback.__doc__.split("\n")[0].strip()[:40] in " ".join(out.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["run", "--symbols", "BTC/USDT"],
+            "error: invalid setting symbols: symbol 'BTC/USDT' is not a Binance symbol",
+        ),
+        (
+            ["run", "--start", "2026-02-01", "--end", "2026-01-01"],
+            "end 2026-01-01 must be after start 2026-02-01",
+        ),
+        (["ingest", "--start", "yesterday"], "error: --start 'yesterday' is not a date; use YYYY-MM-DD"),
+        (["query", "select 1"], "error: no published marts in"),
+    ],
+)
+def test_bad_input_prints_one_line_and_exits_nonzero(args, message, lake_dir, capsys):
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_unreadable_lake_dir_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+
+    assert main(["validate", "--lake-dir", str(blocker / "lake")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: lake directory {blocker / 'lake'} is not usable")
+    assert err.count("\n") == 1
+
+
+def test_debug_shows_the_traceback(lake_dir):
+    result = run_cli("--debug", "query", "select 1")
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "LakehouseError: no published marts" in result.stderr
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    assert main(["query", "--nope"]) == 2
+    assert "No such option: --nope" in capsys.readouterr().err
+
+
+def test_query_rejects_writes_and_bad_format(lake_dir, capsys):
+    assert main(["query", "select 1", "--format", "xml"]) == 1
+    assert "--format 'xml' is not one of table, csv, json" in capsys.readouterr().err
