@@ -89,16 +89,26 @@ def run(
     start: Start = None,
     end: End = None,
     lake_dir: LakeDir = None,
+    task_runner: Annotated[
+        str, typer.Option(help="Where ingestion tasks run: thread (here) or dask (a Dask cluster).")
+    ] = "thread",
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (default: a local one)."
+        ),
+    ] = None,
 ) -> None:
     """Run the whole pipeline as one Prefect flow: ingest, gate 1, dbt build, gate 2, publish."""
     settings = settings_from(
         lake_dir=lake_dir, source=source, symbols=symbols, interval=interval, start=start, end=end
     )
     ensure_prefect_home()
-    from flows.pipeline import lakehouse
+    from flows.pipeline import lakehouse, make_task_runner
     from flows.report import print_run_summary
 
-    summary = lakehouse(settings=settings)
+    make_task_runner(task_runner, dask_address)  # a bad choice fails here, before any work
+    summary = lakehouse(settings=settings, task_runner=task_runner, dask_address=dask_address)
     print_run_summary(summary)
 
 
@@ -245,12 +255,16 @@ def dq_report(
 
 
 @app.command()
-def serve() -> None:
-    """Start a local Prefect server and a runner for every deployment in prefect.yaml."""
+def serve(
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server.")] = 4200,
+    host: Annotated[str, typer.Option(help="Address the local Prefect server binds.")] = "127.0.0.1",
+) -> None:
+    """Start a local Prefect server (unless PREFECT_API_URL names one) and serve every deployment
+    in prefect.yaml; prints the UI URL, Ctrl-C stops all it started."""
     ensure_prefect_home()
-    from flows.serving import serve_prefect
+    from flows.deployments import serve_all
 
-    serve_prefect()
+    serve_all(host=host, port=port)
 
 
 @app.command()
@@ -276,12 +290,331 @@ def stream(
     echo_table("stream", ["counter", "value"], [[k, v] for k, v in stats.as_dict().items()])
 
 
+# Binance klines: backfill, gaps, archives, uploads (issue 3) --------------------------------
+
+Market = Annotated[str | None, typer.Option(help="spot | usdm (default: settings).")]
+Validate = Annotated[bool, typer.Option("--validate/--no-validate", help="Run gate 1 on what was landed.")]
+
+
+def echo_landed(result, title: str = "landed") -> None:
+    echo_table(
+        title,
+        ["dataset", "batches", "rows"],
+        [[name, len(refs), sum(r.rows for r in refs)] for name, refs in result.refs.items()],
+    )
+
+
+def admit_landed(settings) -> None:
+    """Gate 1 over lake/landing, so what a command landed is in lake/raw when it returns."""
+    from flows.quality import validate_raw
+
+    results = validate_raw(settings)
+    echo_table(
+        "gate 1 (raw)",
+        ["dataset", "batches", "accepted", "quarantined", "success"],
+        [[r.dataset, r.batches, r.accepted, r.quarantined, r.success] for r in results],
+    )
+
+
+def echo_problems(result, keys: tuple[str, ...] = ("warnings", "errors")) -> int:
+    """Print notes' warnings and errors (one line each) to stderr; the number of errors."""
+    for key in keys:
+        for line in result.notes.get(key) or []:
+            typer.echo(f"{key[:-1]}: {line}", err=True)
+    return len(result.notes.get("errors") or [])
+
+
+def gap_filters(settings, symbols, interval, market, start, end):
+    from flows.sources.binance_rest import day_start_ms
+
+    ranged = start is not None or end is not None
+    return {
+        "markets": [market] if market else ([settings.market] if ranged else None),
+        "symbols": settings.symbols if symbols else None,
+        "intervals": settings.intervals if interval else None,
+        "start_ms": day_start_ms(settings.start) if ranged else None,
+        "end_ms": day_start_ms(settings.end) if ranged else None,
+    }
+
+
+@app.command()
+def backfill(
+    symbols: Symbols = None,
+    interval: Interval = None,
+    start: Start = None,
+    end: End = None,
+    market: Market = None,
+    gaps: Annotated[
+        bool, typer.Option("--gaps", help="Refetch exactly the candles `lakehouse gaps` lists.")
+    ] = False,
+    validate: Validate = True,
+    lake_dir: LakeDir = None,
+) -> None:
+    """Fetch klines from the Binance REST API for an explicit range, or only the missing ones."""
+    from flows.lake import check_lake_dir
+    from flows.sources.binance_rest import backfill_gaps, backfill_klines
+    from flows.sources.gaps import find_gaps
+
+    settings = settings_from(
+        lake_dir=lake_dir, symbols=symbols, interval=interval, start=start, end=end, market=market
+    )
+    check_lake_dir(settings.lake_dir)
+    if gaps:
+        found = find_gaps(settings.lake_dir, **gap_filters(settings, symbols, interval, market, start, end))
+        typer.echo(f"{len(found)} gaps, {sum(g.missing for g in found)} missing candles")
+        result = backfill_gaps(settings, found)
+    else:
+        result = backfill_klines(settings)
+    echo_landed(result)
+    failed = echo_problems(result)
+    if validate and any(result.refs.values()):
+        admit_landed(settings)
+    if failed:
+        # main() turns this into exit status 1 (typer.Exit's code is lost in non-standalone mode).
+        raise LakehouseError(
+            f"{failed} of the requested series failed (see the errors above); rerun to retry them"
+        )
+
+
+@app.command("gaps")
+def gaps_command(
+    symbols: Symbols = None,
+    interval: Interval = None,
+    start: Start = None,
+    end: End = None,
+    market: Market = None,
+    lake_dir: LakeDir = None,
+) -> None:
+    """List missing candles in lake/raw per market/symbol/interval/day (holes, or --start..--end)."""
+    from flows.sources.gaps import GAP_COLUMNS, find_gaps
+
+    settings = settings_from(
+        lake_dir=lake_dir, symbols=symbols, interval=interval, start=start, end=end, market=market
+    )
+    found = find_gaps(settings.lake_dir, **gap_filters(settings, symbols, interval, market, start, end))
+    if not found:
+        typer.echo("no gaps: every expected candle is in lake/raw")
+        return
+    echo_table("missing candles", GAP_COLUMNS, [g.as_row() for g in found])
+    typer.echo(
+        f"{len(found)} gaps, {sum(g.missing for g in found)} missing candles; "
+        "`lakehouse backfill --gaps` refetches them"
+    )
+
+
+@app.command("import-archive")
+def import_archive(
+    paths: Annotated[list[Path], typer.Argument(help="Kline zips (or folders of them).")],
+    market: Annotated[
+        str | None, typer.Option(help="spot | usdm (default: from the path, else settings).")
+    ] = None,
+    validate: Validate = True,
+    lake_dir: LakeDir = None,
+) -> None:
+    """Land Binance public archive zips (data.binance.vision names), checksums verified."""
+    from flows.lake import check_lake_dir
+    from flows.sources.binance_archive import import_archives
+
+    settings = settings_from(lake_dir=lake_dir)
+    check_lake_dir(settings.lake_dir)
+    if market not in (None, "spot", "usdm"):
+        raise LakehouseError(f"--market {market!r} is not spot or usdm")
+    result = import_archives(paths, settings, market=market)
+    stats = result.notes["archives"]
+    echo_landed(result)
+    typer.echo(
+        f"{stats['files'] - stats['refused']} of {stats['files']} archives, "
+        f"{stats['rows']} rows in {stats['seconds']:.2f}s"
+    )
+    failed = echo_problems(result)
+    if validate and any(result.refs.values()):
+        admit_landed(settings)
+    if failed:
+        raise LakehouseError(f"{failed} of {stats['files']} archives were refused (see the errors above)")
+
+
+@app.command("download-archive")
+def download_archive(
+    symbols: Symbols = None,
+    interval: Interval = None,
+    start: Start = None,
+    end: End = None,
+    market: Market = None,
+    dest: Annotated[Path | None, typer.Option(help="Download folder (default: <lake>/downloads).")] = None,
+    land: Annotated[bool, typer.Option("--import/--no-import", help="Land what was downloaded.")] = True,
+    validate: Validate = True,
+    lake_dir: LakeDir = None,
+) -> None:
+    """Download kline archives from data.binance.vision (monthly, else daily) and land them."""
+    from flows.lake import check_lake_dir
+    from flows.sources.binance_archive import download_archives, import_archives
+
+    settings = settings_from(
+        lake_dir=lake_dir, symbols=symbols, interval=interval, start=start, end=end, market=market
+    )
+    check_lake_dir(settings.lake_dir)
+    downloaded = download_archives(settings, dest=dest)
+    typer.echo(f"{len(downloaded.files)} archives downloaded, {len(downloaded.missing)} not published")
+    for line in downloaded.errors:
+        typer.echo(f"error: {line}", err=True)
+    if land and downloaded.files:
+        result = import_archives(downloaded.files, settings, market=settings.market)
+        echo_landed(result)
+        if echo_problems(result):
+            downloaded.errors.append("import")
+        if validate and any(result.refs.values()):
+            admit_landed(settings)
+    if downloaded.errors:
+        raise LakehouseError(
+            f"{len(downloaded.errors)} archives could not be downloaded or landed (see above)"
+        )
+
+
+@app.command()
+def upload(
+    file: Annotated[Path, typer.Argument(help="CSV or JSON: timestamp, open, high, low, close, volume.")],
+    symbol: Annotated[str, typer.Option(help="Symbol of the candles, e.g. BTCUSDT.")],
+    interval: Annotated[str, typer.Option(help="Interval of the candles, e.g. 1m.")],
+    market: Annotated[str, typer.Option(help="spot | usdm.")] = "spot",
+    validate: Validate = True,
+    lake_dir: LakeDir = None,
+) -> None:
+    """Land an OHLC file as source=upload; gate 1 validates it like any other batch."""
+    from flows.lake import check_lake_dir
+    from flows.sources.uploads import land_upload
+
+    settings = settings_from(lake_dir=lake_dir)
+    check_lake_dir(settings.lake_dir)
+    result = land_upload(file, settings, symbol=symbol, interval=interval, market=market)
+    facts = result.notes["upload"]
+    echo_landed(result)
+    if facts["filled"]:
+        typer.echo(f"not in the file, left unknown: {', '.join(facts['filled'])}")
+    if facts["open_skipped"]:
+        typer.echo(f"{facts['open_skipped']} candles not closed yet were skipped")
+    if validate and any(result.refs.values()):
+        admit_landed(settings)
+
+
+@app.command()
+def generate(
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: settings, 42).")] = None,
+    users: Annotated[int | None, typer.Option(help="Number of users (default: settings).")] = None,
+    days: Annotated[int | None, typer.Option(help="Days from --start; overrides --end.")] = None,
+    symbols: Symbols = None,
+    interval: Interval = None,
+    tx_per_day: Annotated[
+        int | None, typer.Option("--tx-per-day", help="Mean transactions a day (default: settings).")
+    ] = None,
+    clean: Annotated[bool, typer.Option("--clean", help="Inject no defects.")] = False,
+    defect_rate: Annotated[
+        float | None, typer.Option(help="Share of rows each defect kind hits (default: settings).")
+    ] = None,
+    start: Start = None,
+    end: End = None,
+    validate: Annotated[
+        bool, typer.Option("--validate/--no-validate", help="Run gate 1 on what was landed.")
+    ] = False,
+    lake_dir: LakeDir = None,
+) -> None:
+    """Land synthetic klines, users, transactions and network data (deterministic per seed)."""
+    from datetime import timedelta
+
+    from flows.lake import check_lake_dir
+    from flows.sources.synthetic import land_synthetic
+
+    if days is not None and days < 1:
+        raise LakehouseError(f"--days {days} must be 1 or more")
+    if days is not None:
+        first = parse_day(start, "--start") or load_settings(lake_dir=lake_dir).start
+        start, end = first.isoformat(), (first + timedelta(days=days)).isoformat()
+    settings = settings_from(
+        lake_dir=lake_dir, symbols=symbols, interval=interval, start=start, end=end,
+        seed=seed, defect_rate=defect_rate, source="synthetic",
+    )  # fmt: skip
+    check_lake_dir(settings.lake_dir)
+    result = land_synthetic(settings, clean=clean or None, users=users, tx_per_day=tx_per_day)
+    echo_landed(result, f"synthetic {settings.start}..{settings.end} seed {settings.seed}")
+    defects = result.notes["defects"]
+    kinds = list(dict.fromkeys(kind for counts in defects.values() for kind in counts))
+    echo_table(
+        "defects injected",
+        ["defect", *defects],
+        [[kind, *(counts.get(kind, "-") for counts in defects.values())] for kind in kinds],
+    )
+    if validate and any(result.refs.values()):
+        admit_landed(settings)
+
+
+quarantine_app = typer.Typer(
+    help="Inspect quarantined batches and re-admit them after a fix (re-validated by gate 1).",
+    no_args_is_help=True,
+)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list(lake_dir: LakeDir = None) -> None:
+    """List quarantined batches: partition, batch id, rows, failed expectations."""
+    from flows.quarantine import list_quarantine
+
+    settings = settings_from(lake_dir=lake_dir)
+    batches = list_quarantine(settings.lake_dir)
+    if not batches:
+        typer.echo(f"nothing in quarantine under {settings.lake_dir / 'quarantine'}")
+        return
+    typer.echo(f"{len(batches)} quarantined batches, {sum(b.rows for b in batches):,} rows:")
+    for b in batches:
+        whole = " (whole batch)" if b.reason.get("whole_batch") else ""
+        typer.echo(
+            f"{b.ref.batch_id}  {b.partition}  {b.rows} rows{whole}  "
+            f"at {b.reason.get('quarantined_at', '?')}  failed: {'; '.join(b.failed)}"
+        )
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    batch_id: Annotated[str, typer.Argument(help="Batch id (or a unique prefix) from `quarantine list`.")],
+    rows: Annotated[int, typer.Option(help="How many quarantined rows to print.")] = 20,
+    lake_dir: LakeDir = None,
+) -> None:
+    """Show why a batch was quarantined and its rows, each with the expectations it failed."""
+    import json
+
+    from flows.quarantine import show_batch
+
+    settings = settings_from(lake_dir=lake_dir)
+    batch, frame = show_batch(settings.lake_dir, batch_id, limit=rows)
+    summary = {k: v for k, v in batch.reason.items() if k != "row_reasons"}
+    typer.echo(f"{batch.path}\n{json.dumps(summary, indent=2, default=str)}")
+    for row, failed in enumerate(frame.pop("failed")):
+        typer.echo(f"row {row}: {failed}")
+    typer.echo(frame.to_string(max_colwidth=40))
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    batch_id: Annotated[str, typer.Argument(help="Batch id (or a unique prefix) from `quarantine list`.")],
+    lake_dir: LakeDir = None,
+) -> None:
+    """Re-validate a quarantined batch; rows that now pass join lake/raw, the rest stay quarantined."""
+    from flows.quarantine import release_batch
+
+    settings = settings_from(lake_dir=lake_dir)
+    result = release_batch(settings, batch_id)
+    typer.echo(
+        f"batch {result.batch_id}: {result.released} rows released to raw, "
+        f"{result.still_quarantined} still quarantined"
+        + (f" ({'; '.join(result.failed)})" if result.failed else "")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clear line for any error, a traceback only with --debug."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        app(args=argv, prog_name="lakehouse", standalone_mode=False)
+        code = app(args=argv, prog_name="lakehouse", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except ClickException as exc:
@@ -306,7 +639,8 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 1
-    return 0
+    # Without standalone mode, typer.Exit(code) comes back as the return value.
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,85 +1,406 @@
-"""The Prefect flows: one parent `lakehouse` flow with a subflow per stage of the data path."""
+"""The Prefect flows: one parent `lakehouse` flow with a subflow per stage, and its deployments."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+from pydantic import Field
 
-from flows.lake import check_lake_dir, lake_lock
-from flows.settings import Settings, load_settings
+from flows.errors import LakehouseError
+from flows.lake import check_lake_dir, current_snapshot, lake_lock
+from flows.settings import KLINE_INTERVALS, Settings, Source, load_settings
+from flows.sources import LandResult
 
-RETRY_DELAYS = [2, 10, 30]
+# Network and disk hiccups pass in seconds; jitter keeps parallel slices from retrying in step.
+LAND_RETRIES = 3
+LAND_DELAYS = exponential_backoff(backoff_factor=2)
+RETRY_JITTER = 0.5
+# Results of finished tasks are kept this long, so a retried flow run picks them up.
+CACHE_EXPIRATION = timedelta(days=1)
+# The task's own code is part of the key: two tasks given the same inputs never share a result.
+CACHED = INPUTS + TASK_SOURCE
+# One lock for gate 1, build and publish: the stages that move files and rewrite shared state.
+GUARD = "build"
+# Sources that land one series (symbol x interval) per call; the rest land all in one call.
+PER_SERIES_SOURCES = ("binance",)
+
+TaskRunnerName = Literal["thread", "dask"]
+SymbolParam = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,20}$")]
+IntervalParam = Literal[KLINE_INTERVALS]  # type: ignore[valid-type]
+
+STAGE_HINTS = {
+    "ingest": (
+        "nothing was validated, built or published. Check the source (network and Binance status "
+        "for binance, the files in the inbox for archive/upload) and rerun: landing is idempotent, "
+        "so batches that did land are replaced, not duplicated"
+    ),
+    "validate_raw": (
+        "landed batches that were not validated stay in lake/landing and the published snapshot is "
+        "unchanged. Run `lakehouse validate --debug` to see the error, fix it and rerun"
+    ),
+    "build": (
+        "dbt did not finish, so nothing was published and the previous snapshot stays live. Read "
+        "the failing models or tests above, fix them and rerun (`lakehouse build` rebuilds alone)"
+    ),
+    "publish": (
+        "gate 2 or the export failed, so CURRENT still names the previous snapshot. Open "
+        "`make dq-report` for the failed expectations, fix the model or data and rerun"
+    ),
+}
 
 
-@task(name="land_source", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_jitter_factor=0.5)
-def land_source_task(settings: Settings):
-    from flows.sources import land_source
-
-    return land_source(settings)
+# Tasks: thin wrappers over plain functions, so tests can call those without Prefect -------------
 
 
-@task(name="validate_raw", retries=1, retry_delay_seconds=[5])
-def validate_raw_task(settings: Settings):
+@task(
+    name="land",
+    retries=LAND_RETRIES,
+    retry_delay_seconds=LAND_DELAYS,
+    retry_jitter_factor=RETRY_JITTER,
+    cache_policy=CACHED,
+    cache_expiration=CACHE_EXPIRATION,
+)
+def land_slice(settings: Settings, run_key: str, backfill: bool = False) -> LandResult:
+    """Land one slice (a source, or one symbol x interval of it) into lake/landing."""
+    return land_one(settings, backfill=backfill)
+
+
+@task(
+    name="validate_raw",
+    retries=2,
+    retry_delay_seconds=[5, 20],
+    retry_jitter_factor=RETRY_JITTER,
+    cache_policy=CACHED,
+    cache_expiration=CACHE_EXPIRATION,
+)
+def validate_raw_task(settings: Settings, run_key: str):
     from flows.quality import validate_raw
 
     return validate_raw(settings)
 
 
-@task(name="build_marts", retries=1, retry_delay_seconds=[5])
-def build_marts_task(settings: Settings, full_refresh: bool = False):
+@task(
+    name="build_marts",
+    retries=1,
+    retry_delay_seconds=[10],
+    retry_jitter_factor=RETRY_JITTER,
+    cache_policy=CACHED,
+    cache_expiration=CACHE_EXPIRATION,
+)
+def build_marts_task(settings: Settings, run_key: str, full_refresh: bool = False):
     from flows.transform import build_marts
 
     return build_marts(settings, full_refresh=full_refresh)
 
 
-@task(name="publish_marts")
-def publish_marts_task(settings: Settings):
+@task(
+    name="publish_marts",
+    retries=1,
+    retry_delay_seconds=[10],
+    retry_jitter_factor=RETRY_JITTER,
+    cache_policy=CACHED,
+    cache_expiration=CACHE_EXPIRATION,
+)
+def publish_marts_task(settings: Settings, run_key: str):
     from flows.publish import publish_marts
 
     return publish_marts(settings)
 
 
+def land_one(settings: Settings, backfill: bool = False) -> LandResult:
+    """Backfills of Binance klines take the explicit range; everything else lands incrementally."""
+    if backfill and settings.source == "binance":
+        from flows.sources.binance_rest import backfill_klines
+
+        return backfill_klines(settings)
+    from flows import sources
+
+    return sources.land_source(settings)
+
+
+def plan_ingest(settings: Settings, sources: list[str]) -> list[Settings]:
+    """One settings slice per source, split per symbol x interval where the source lands series."""
+    slices = []
+    for source in sources:
+        if source in PER_SERIES_SOURCES:
+            slices += [
+                settings.model_copy(update={"source": source, "symbols": [s], "intervals": [i]})
+                for s in settings.symbols
+                for i in settings.intervals
+            ]
+        else:
+            slices.append(settings.model_copy(update={"source": source}))
+    return slices
+
+
+def merge_notes(into: dict, more: dict) -> dict:
+    """Notes of many slices as one: lists are joined, counters added, anything else kept last."""
+    merged = dict(into)
+    for key, value in more.items():
+        old = merged.get(key)
+        if isinstance(old, list) and isinstance(value, list):
+            merged[key] = old + value
+        elif isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = merge_notes(old, value)
+        elif isinstance(old, int | float) and isinstance(value, int | float) and not isinstance(value, bool):
+            merged[key] = old + value
+        else:
+            merged[key] = value
+    return merged
+
+
+def slice_label(settings: Settings) -> str:
+    if settings.source in PER_SERIES_SOURCES:
+        return f"land-{settings.source}-{settings.symbols[0]}-{settings.intervals[0]}"
+    return f"land-{settings.source}"
+
+
+def make_task_runner(name: str, address: str | None = None):
+    """The task runner for the ingestion fan-out: threads here, or a Dask cluster."""
+    if name == "thread":
+        if address:
+            raise LakehouseError("--dask-address needs --task-runner dask")
+        return None
+    if name != "dask":
+        raise LakehouseError(f"task runner {name!r} is not one of thread, dask")
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    # Processes, not threads: landing parses and writes parquet, which holds the GIL in places.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
+
+
+# Subflows: one per stage --------------------------------------------------------------------
+
+
 @flow(name="ingest")
-def ingest(settings: Settings):
-    return land_source_task(settings)
+def ingest(slices: list[Settings], run_key: str, backfill: bool = False) -> LandResult:
+    """Land every slice; sources go in the order given, the slices of one source in parallel.
+
+    A slice that still fails after its retries is recorded in notes["errors"]; the other slices
+    carry on. Only when every slice failed does the stage fail.
+    """
+    logger = get_run_logger()
+    result = LandResult()
+    errors: list[str] = []
+    by_source: dict[str, list[Settings]] = {}
+    for piece in slices:
+        by_source.setdefault(piece.source, []).append(piece)
+    for pieces in by_source.values():
+        futures = [
+            (
+                piece,
+                land_slice.with_options(task_run_name=slice_label(piece)).submit(piece, run_key, backfill),
+            )
+            for piece in pieces
+        ]
+        for piece, future in futures:
+            future.wait()
+            if future.state.is_completed():
+                landed = future.result()
+                errors += landed.notes.pop("errors", None) or []
+                notes = merge_notes(result.notes, landed.notes)
+                result.merge(landed).notes = notes
+            else:
+                message = _first_line(future.state.message or "failed")
+                try:
+                    future.result()
+                except Exception as exc:
+                    message = _first_line(str(exc)) or type(exc).__name__
+                errors.append(f"{slice_label(piece).removeprefix('land-')}: {message}")
+                logger.error("landing %s failed after retries: %s", slice_label(piece), message)
+    result.notes["errors"] = errors
+    if slices and len(errors) >= len(slices) and not any(result.refs.values()):
+        raise LakehouseError(
+            f"no slice landed: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+        )
+    return result
 
 
 @flow(name="validate_raw")
-def validate_raw_flow(settings: Settings):
-    return validate_raw_task(settings)
+def validate_raw_flow(settings: Settings, run_key: str):
+    return validate_raw_task(settings, run_key)
 
 
 @flow(name="build")
-def build(settings: Settings, full_refresh: bool = False):
-    return build_marts_task(settings, full_refresh)
+def build(settings: Settings, run_key: str, full_refresh: bool = False):
+    return build_marts_task(settings, run_key, full_refresh)
 
 
 @flow(name="validate_marts_and_publish")
-def publish(settings: Settings):
-    return publish_marts_task(settings)
+def publish(settings: Settings, run_key: str):
+    return publish_marts_task(settings, run_key)
 
 
-@flow(name="lakehouse", log_prints=True)
-def lakehouse(settings: Settings | None = None, full_refresh: bool = False) -> dict:
-    """Land, gate 1, dbt build, gate 2 and publish; returns the run summary."""
-    settings = settings or load_settings()
+# The guard, the artifacts and the failure summary -------------------------------------------
+
+
+def announce_wait(lake_dir: Path) -> None:
+    """Say why the run is idle; tests hook this to know a second run reached the guard."""
+    _logger().warning(
+        "another run is validating, building or publishing %s; waiting for it to finish", lake_dir
+    )
+
+
+@contextlib.contextmanager
+def build_guard(lake_dir: Path, wait: bool = True) -> Iterator[None]:
+    """Hold the lake's build lock; wait for it (saying so) or fail with one clear line."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(lake_lock(lake_dir, GUARD, wait=False))
+        except LakehouseError as exc:
+            if not wait:
+                raise LakehouseError(
+                    f"another run is building or publishing {lake_dir}; this run stops without "
+                    "changes. Retry when it has finished (see the Prefect UI or `make serve`)"
+                ) from exc
+            announce_wait(lake_dir)
+            stack.enter_context(lake_lock(lake_dir, GUARD, wait=True))
+        yield
+
+
+def _logger():
+    try:
+        return get_run_logger()
+    except Exception:  # outside a run (plain function calls in tests)
+        import logging
+
+        return logging.getLogger(__name__)
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0]
+
+
+def rows_table(summary: dict) -> list[dict[str, Any]]:
+    """Rows per layer and dataset: landed this run, raw in total, marts in the new snapshot."""
+    from flows.report import raw_row_counts
+
+    rows = [{"layer": "landed", "dataset": k, "rows": v} for k, v in sorted(summary["landed"].items())]
+    raw = raw_row_counts(Path(summary["lake_dir"]))
+    rows += [{"layer": "raw (all runs)", "dataset": k, "rows": v} for k, v in sorted(raw.items())]
+    rows += [{"layer": "marts", "dataset": k, "rows": v} for k, v in sorted(summary["marts"].items())]
+    return rows
+
+
+def gates_markdown(summary: dict, settings: Settings) -> str:
+    from flows.quality import data_docs_index
+    from flows.transform import dbt_paths
+
+    data_docs = data_docs_index(settings)
+    dbt_docs = dbt_paths(settings)[0] / "index.html"
+    lines = [
+        f"# Run summary: snapshot `{summary['snapshot_id']}`",
+        "",
+        f"Published snapshot **{summary['snapshot_id']}** in `{summary['lake_dir']}/marts`.",
+        "",
+        "| gate | dataset | accepted | quarantined | checks | result |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in summary["raw_gate"] + summary["mart_gate"]:
+        verdict = "pass" if row["success"] else f"fail: {row['failed_expectations']}"
+        lines.append(
+            f"| {row['gate']} | {row['dataset']} | {row['rows_accepted']:,} | "
+            f"{row['rows_quarantined']:,} | {row['expectations_evaluated']} | {verdict} |"
+        )
+    data_docs_url = getattr(settings, "data_docs_url", "http://127.0.0.1:8081/index.html")
+    dbt_docs_url = getattr(settings, "dbt_docs_url", "http://127.0.0.1:8080")
+    lines += [
+        "",
+        f"- Data Docs (Great Expectations): [{data_docs_url}]({data_docs_url}) while "
+        f"`make dq-report` serves them; the files: [{data_docs}]({data_docs.as_uri()})",
+        f"- dbt docs and lineage: [{dbt_docs_url}]({dbt_docs_url}) while `make docs` serves "
+        f"them; the files: [{dbt_docs}]({dbt_docs.as_uri()})",
+    ]
+    if summary["notes"].get("errors"):
+        lines += ["", "Landing errors (the other slices landed):", ""]
+        lines += [f"- {e}" for e in summary["notes"]["errors"]]
+    return "\n".join(lines)
+
+
+def failure_summary(stage: str, exc: BaseException, lake_dir: Path) -> str:
+    """One paragraph: what failed, where, what stays as it was, what to do."""
+    live = current_snapshot(lake_dir)
+    live_text = f"snapshot {live}" if live else "no snapshot (nothing was published yet)"
+    reason = _first_line(str(exc)) or type(exc).__name__
+    return (
+        f"The lakehouse run failed in the {stage} stage on {lake_dir}: {reason}. "
+        f"Readers keep seeing {live_text}; {STAGE_HINTS[stage]}."
+    )
+
+
+def publish_artifacts(summary: dict, settings: Settings) -> list[str]:
+    create_table_artifact(
+        key="lakehouse-rows",
+        table=rows_table(summary),
+        description=f"Rows per layer and dataset, snapshot {summary['snapshot_id']}",
+    )
+    create_markdown_artifact(
+        key="lakehouse-run",
+        markdown=gates_markdown(summary, settings),
+        description="Quality gates, docs links and the published snapshot",
+    )
+    return ["lakehouse-rows", "lakehouse-run"]
+
+
+# The pipeline and the flows that run it ------------------------------------------------------
+
+
+def run_pipeline(
+    settings: Settings,
+    sources: list[str],
+    *,
+    backfill: bool = False,
+    full_refresh: bool = False,
+    task_runner: str = "thread",
+    dask_address: str | None = None,
+    wait_for_lock: bool = True,
+) -> dict:
+    """Land, gate 1, dbt build, gate 2 and publish inside the current flow run; returns the summary.
+
+    Tasks are cached on (this flow run's id, their inputs): when a failed run is retried, stages
+    that finished come back from the cache instead of running again.
+    """
     check_lake_dir(settings.lake_dir)
+    runner = make_task_runner(task_runner, dask_address)
+    run_key = str(flow_run.id or "local")
     seconds: dict[str, float] = {}
+    logger = get_run_logger()
 
-    def timed(stage, fn, *args):
+    def stage(name: str, fn: Callable, *args: Any) -> Any:
         started = time.perf_counter()
-        value = fn(*args)
-        seconds[stage] = round(time.perf_counter() - started, 1)
+        try:
+            value = fn(*args)
+        except Exception as exc:
+            paragraph = failure_summary(name, exc, settings.lake_dir)
+            logger.error(paragraph)
+            with contextlib.suppress(Exception):
+                create_markdown_artifact(
+                    key="lakehouse-failure", markdown=paragraph, description=f"{name} failed"
+                )
+            raise
+        seconds[name] = round(time.perf_counter() - started, 1)
         return value
 
-    landed = timed("ingest", ingest, settings)
-    raw_gate = timed("validate_raw", validate_raw_flow, settings)
-    with lake_lock(settings.lake_dir, "build"):
-        built = timed("build", build, settings, full_refresh)
-        published = timed("publish", publish, settings)
-    return {
+    ingest_flow = ingest.with_options(task_runner=runner) if runner is not None else ingest
+    landed = stage("ingest", ingest_flow, plan_ingest(settings, sources), run_key, backfill)
+    with build_guard(settings.lake_dir, wait=wait_for_lock):
+        raw_gate = stage("validate_raw", validate_raw_flow, settings, run_key)
+        built = stage("build", build, settings, run_key, full_refresh)
+        published = stage("publish", publish, settings, run_key)
+    summary = {
         "lake_dir": str(settings.lake_dir),
         "landed": landed.rows,
         "notes": landed.notes,
@@ -89,4 +410,107 @@ def lakehouse(settings: Settings | None = None, full_refresh: bool = False) -> d
         "snapshot_id": published.snapshot_id,
         "marts": published.tables,
         "seconds": seconds,
+        "sources": list(sources),
+        "flow_run_id": run_key,
     }
+    summary["artifacts"] = publish_artifacts(summary, settings)
+    logger.info("published snapshot %s", published.snapshot_id)
+    return summary
+
+
+@flow(name="lakehouse", log_prints=True)
+def lakehouse(
+    settings: Settings | None = None,
+    full_refresh: bool = False,
+    task_runner: TaskRunnerName = "thread",
+    dask_address: str | None = None,
+) -> dict:
+    """Land the configured source, gate 1, dbt build, gate 2 and publish; returns the run summary."""
+    settings = settings or load_settings()
+    return run_pipeline(
+        settings,
+        [settings.source],
+        full_refresh=full_refresh,
+        task_runner=task_runner,
+        dask_address=dask_address,
+    )
+
+
+# Deployment entry points: plain typed parameters that Prefect validates, settings built inside.
+# All are named `lakehouse`, so the UI lists them as lakehouse/refresh, lakehouse/backfill, ...
+
+
+@flow(name="lakehouse", log_prints=True, retries=1, retry_delay_seconds=60)
+def refresh(
+    sources: list[Source] | None = None,
+    symbols: list[SymbolParam] | None = None,
+    intervals: list[IntervalParam] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    full_refresh: bool = False,
+    task_runner: TaskRunnerName = "thread",
+    dask_address: str | None = None,
+) -> dict:
+    """The whole pipeline for the given sources (default: the configured one)."""
+    settings = load_settings(symbols=symbols, intervals=intervals, start=start, end=end)
+    return run_pipeline(
+        settings,
+        list(sources or [settings.source]),
+        full_refresh=full_refresh,
+        task_runner=task_runner,
+        dask_address=dask_address,
+    )
+
+
+@flow(name="lakehouse", log_prints=True, retries=1, retry_delay_seconds=30)
+def incremental(
+    symbols: list[SymbolParam] | None = None,
+    intervals: list[IntervalParam] | None = None,
+    market: Literal["spot", "usdm"] | None = None,
+    task_runner: TaskRunnerName = "thread",
+    dask_address: str | None = None,
+) -> dict:
+    """Files waiting in the inbox, then new closed klines from Binance REST; build and publish."""
+    settings = load_settings(symbols=symbols, intervals=intervals, market=market)
+    return run_pipeline(settings, ["archive", "binance"], task_runner=task_runner, dask_address=dask_address)
+
+
+@flow(name="lakehouse", log_prints=True, retries=1, retry_delay_seconds=60)
+def backfill(
+    symbols: list[SymbolParam],
+    interval: IntervalParam,
+    start: date,
+    end: date,
+    market: Literal["spot", "usdm"] | None = None,
+    task_runner: TaskRunnerName = "thread",
+    dask_address: str | None = None,
+) -> dict:
+    """Binance klines for exactly [start, end) (days), then build and publish."""
+    settings = load_settings(symbols=symbols, intervals=[interval], start=start, end=end, market=market)
+    return run_pipeline(
+        settings, ["binance"], backfill=True, task_runner=task_runner, dask_address=dask_address
+    )
+
+
+@flow(name="lakehouse", log_prints=True, retries=1, retry_delay_seconds=60)
+def synthetic(
+    symbols: list[SymbolParam] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    seed: int | None = None,
+) -> dict:
+    """The offline synthetic market, users, transactions and network data; build and publish."""
+    settings = load_settings(symbols=symbols, start=start, end=end, seed=seed)
+    return run_pipeline(settings, ["synthetic"])
+
+
+@flow(name="lakehouse", log_prints=True)
+def stream(
+    symbols: list[SymbolParam] | None = None,
+    market: Literal["spot", "usdm"] | None = None,
+    duration: Annotated[float, Field(gt=0)] | None = None,
+) -> dict[str, int]:
+    """The live trade stream (flows/stream_flow.py) as a subflow, listed as lakehouse/stream."""
+    from flows.stream_flow import trade_stream
+
+    return trade_stream(symbols=symbols, market=market, duration=duration)

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pyarrow.parquet as pq
 
 from flows.errors import LakehouseError
 from flows.lake import (
+    current_snapshot,
     lake_lock,
     marts_dir,
     new_snapshot_id,
     prune_snapshots,
     snapshot_path,
     swap_current,
+    utc_now,
 )
 from flows.quality import (
     GateResult,
+    build_data_docs,
     describe_failures,
     gx_context,
     record_gate_results,
@@ -52,13 +57,86 @@ def export_marts(settings: Settings, target: Path) -> dict[str, int]:
     return counts
 
 
+def previous_row_counts(settings: Settings) -> dict[str, int]:
+    """Rows per mart in the published snapshot (empty before the first publish)."""
+    current = current_snapshot(settings.lake_dir)
+    if current is None:
+        return {}
+    counts = {}
+    for path in snapshot_path(settings.lake_dir, current).glob("*.parquet"):
+        counts[path.stem] = pq.ParquetFile(path).metadata.num_rows
+    return counts
+
+
+ROLLUP_INTERVALS = {"hour": ("1m", "1h"), "day": ("1m", "1h", "1d")}
+
+
+def rollup_inputs(settings: Settings, period: str) -> tuple[pd.DataFrame | None, datetime | None]:
+    """Sums of the 1-minute candles per market, symbol and period, and the newest input period.
+
+    Read from the warehouse the marts were built from (read-only: the build has finished);
+    (None, None) when the warehouse has no unioned klines relation.
+    """
+    path = warehouse_path(settings)
+    if not path.exists():
+        return None, None
+    with duckdb.connect(str(path), read_only=True) as con:
+        con.execute("set TimeZone = 'UTC'")
+        exists = con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = 'intermediate' and table_name = 'int_klines_unioned'"
+        ).fetchone()[0]
+        if not exists:
+            return None, None
+        inputs = (
+            con.execute(
+                f"""
+            select market, symbol, date_trunc('{period}', opened_at) as open_time,
+                sum(volume) as input_volume, sum(quote_volume) as input_quote_volume,
+                sum(num_trades) as input_num_trades, count(*) as input_candle_count,
+            from intermediate.int_klines_unioned
+            where kline_interval = '1m'
+            group by all
+            """
+            )
+            .fetch_arrow_table()
+            .to_pandas()
+        )
+        latest = con.execute(
+            f"select date_trunc('{period}', max(opened_at)) from intermediate.int_klines_unioned "
+            "where kline_interval in ?",
+            [list(ROLLUP_INTERVALS[period])],
+        ).fetchone()[0]
+    return inputs, latest
+
+
 def audit_snapshot(settings: Settings, staged: Path, tables: list[str]) -> list[GateResult]:
+    """Gate 2: every staged mart against its suite, with the published snapshot as the baseline."""
+    from expectations.suites import load_module
+
     context = gx_context(settings)
+    previous = previous_row_counts(settings)
+    now = utc_now()
     results = []
+    validations: list = []
+    inputs_by_period: dict[str, tuple] = {}
     for table in tables:
+        params = {
+            "now": now,
+            "previous_rows": previous.get(table),
+            "min_row_ratio": settings.gate_min_row_ratio,
+        }
+        module = load_module(table)
+        period = getattr(module, "ROLLUP", None)
+        if period:
+            if period not in inputs_by_period:
+                inputs_by_period[period] = rollup_inputs(settings, period)
+            params["rollup_inputs"], params["latest_input"] = inputs_by_period[period]
         frame = pq.read_table(staged / f"{table}.parquet").to_pandas()
-        results.append(validate_frame(settings, table, frame, context=context))
-    context.build_data_docs()
+        results.append(
+            validate_frame(settings, table, frame, context=context, params=params, validations=validations)
+        )
+    build_data_docs(context, validations)
     record_gate_results(settings, results)
     return results
 

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.lake import (
     BatchRef,
     iter_batches,
+    move_batch,
     to_arrow,
     utc_now,
     write_parquet_atomic,
-    write_quarantine,
+    write_text_atomic,
 )
 from flows.settings import Settings
 
@@ -26,6 +32,12 @@ log = logging.getLogger(__name__)
 # Rows validated in one checkpoint run; bounds memory while keeping GE's per-run overhead small.
 CHUNK_ROWS = 1_000_000
 SAMPLE_VALUES = 5
+DOCS_KEEP = 50  # validation results kept per suite in the Data Docs history
+FLAG = "flag"
+# Parents are validated before their children, so referential checks see this run's accepted rows.
+DATASET_ORDER = {"exchange_info": 0, "users": 0}
+# Child dataset -> (parent dataset, parent key column) for referential checks.
+PARENTS = {"transactions": ("users", "user_id")}
 
 
 @dataclass
@@ -37,8 +49,14 @@ class GateResult:
     batches: int = 0
     accepted: int = 0
     quarantined: int = 0
+    flagged: int = 0
+    duplicates_collapsed: int = 0
+    batches_quarantined: int = 0
     evaluated: int = 0
     failed_expectations: list[str] = field(default_factory=list)
+    # Rows per failing expectation (quarantine) and per flag-only expectation (accepted, counted).
+    failed_rows: Counter = field(default_factory=Counter)
+    flagged_rows: Counter = field(default_factory=Counter)
 
     @property
     def success(self) -> bool:
@@ -51,177 +69,481 @@ class GateResult:
             "batches": self.batches,
             "rows_accepted": self.accepted,
             "rows_quarantined": self.quarantined,
+            "rows_flagged": self.flagged,
+            "duplicates_collapsed": self.duplicates_collapsed,
             "expectations_evaluated": self.evaluated,
-            "expectations_failed": len(self.failed_expectations),
+            "expectations_failed": len(set(self.failed_expectations)),
             "failed_expectations": ", ".join(sorted(set(self.failed_expectations))),
+            "flagged_expectations": ", ".join(sorted(self.flagged_rows)),
             "success": self.success,
         }
+
+
+# The GE context and checkpoints ------------------------------------------------------------------
 
 
 def gx_context(settings: Settings):
     """The file-backed GE context whose Data Docs site the reports are read from."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # GE's per-metric progress bars flood the run log
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.execution_engine import pandas_execution_engine
 
+    # GE fingerprints every in-memory frame under 1 GB by hashing all of it (about 0.8 s per
+    # million klines); the fingerprint is only metadata we never read.
+    pandas_execution_engine.HASH_THRESHOLD = 0
     settings.gx_root.mkdir(parents=True, exist_ok=True)
-    return gx.get_context(mode="file", project_root_dir=str(settings.gx_root))
+    context = gx.get_context(mode="file", project_root_dir=str(settings.gx_root))
+    # Per-metric progress bars would flood the run log.
+    bars = context.variables.progress_bars
+    globally = bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)
+    if globally is not False:
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        context.variables.save()
+    return context
 
 
 def data_docs_index(settings: Settings) -> Path:
+    """Where the Data Docs site's index.html is (built by every gate run and `lakehouse dq-report`)."""
     return settings.gx_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
 
 
-def run_suite(context, suite, name: str, frame: pd.DataFrame):
-    """Validate one dataframe against a suite through a checkpoint; returns the validation result."""
-    import great_expectations as gx
+def data_docs_url(settings: Settings) -> str:
+    return data_docs_index(settings).as_uri()
 
+
+def build_data_docs(context, validations: list | None = None) -> None:
+    """Update the static site once per gate run (not per chunk: a build takes about a second).
+
+    With the run's validation result ids only their pages (and their suites' pages and the
+    index) are rendered, so the cost does not grow with history; history is capped at
+    DOCS_KEEP results per suite.
+    """
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+    )
+
+    from flows.data_docs import localize_site
+
+    _prune_validation_results(context)
+    resources = None
+    if validations:
+        suites = {key.expectation_suite_identifier.name for key in validations}
+        resources = [*validations, *(ExpectationSuiteIdentifier(name=name) for name in sorted(suites))]
+    started = time.time() - 1
+    context.build_data_docs(resource_identifiers=resources)
+    site = Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site"
+    localize_site(site, since=started)
+
+
+def _prune_validation_results(context) -> None:
+    store = context.validation_results_store
+    by_suite: dict[str, list] = defaultdict(list)
+    for key in store.list_keys():
+        by_suite[key.expectation_suite_identifier.name].append(key)
+    for keys in by_suite.values():
+        keys.sort(key=lambda k: (str(k.run_id.run_time), str(k.run_id.run_name)))
+        for key in keys[:-DOCS_KEEP]:
+            store.remove_key(key)
+
+
+def register_checkpoint(context, suite, name: str):
+    """Save the suite, its validation definition and a checkpoint over an in-memory dataframe.
+
+    Replaced by delete + add: GE's add_or_update compares every expectation with every stored
+    one, three times over (suite, definition, checkpoint), which costs seconds per gate run.
+    """
+    import great_expectations as gx
+    from great_expectations.exceptions import DataContextError
+
+    for factory, stored_name in (
+        (context.checkpoints, name),
+        (context.validation_definitions, name),
+        (context.suites, suite.name),
+    ):
+        with contextlib.suppress(DataContextError, ValueError, KeyError):
+            factory.delete(name=stored_name)
     source = context.data_sources.add_or_update_pandas("lake")
     asset = next((a for a in source.assets if a.name == name), None) or source.add_dataframe_asset(name)
     batch = next((b for b in asset.batch_definitions if b.name == "whole"), None)
     batch = batch or asset.add_batch_definition_whole_dataframe("whole")
-    suite = context.suites.add_or_update(suite)
-    definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=name, data=batch, suite=suite)
-    )
-    checkpoint = context.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=name,
-            validation_definitions=[definition],
-            result_format={"result_format": "COMPLETE"},
+    try:
+        stored = context.suites.add(suite)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=stored)
         )
-    )
+        return context.checkpoints.add(
+            gx.Checkpoint(
+                name=name,
+                validation_definitions=[definition],
+                result_format={"result_format": "COMPLETE"},
+            )
+        )
+    except DataContextError:
+        # Something stored could not be deleted (e.g. written by another GE version): the slow
+        # path replaces it in place.
+        stored = context.suites.add_or_update(suite)
+        definition = context.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name=name, data=batch, suite=stored)
+        )
+        return context.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=name,
+                validation_definitions=[definition],
+                result_format={"result_format": "COMPLETE"},
+            )
+        )
+
+
+def run_checkpoint(checkpoint, frame: pd.DataFrame, validations: list | None = None):
+    """Run a checkpoint over a frame; the result id is appended to validations for Data Docs."""
     result = checkpoint.run(batch_parameters={"dataframe": frame})
-    return next(iter(result.run_results.values()))
+    key, validation = next(iter(result.run_results.items()))
+    if validations is not None:
+        validations.append(key)
+    return validation
 
 
-def _expectation_label(result) -> str:
-    config = result.expectation_config
+def run_suite(context, suite, name: str, frame: pd.DataFrame, validations: list | None = None):
+    """Validate one dataframe against a suite through a checkpoint; returns the validation result."""
+    return run_checkpoint(register_checkpoint(context, suite, name), frame, validations)
+
+
+# Reading validation results ----------------------------------------------------------------------
+
+
+def expectation_label(config) -> str:
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "result_format")}
-    args = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()) if k != "column_set")
+    args = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()) if k not in ("column_set", "type_list"))
     return f"{config.type}({args})"
 
 
-def failing_rows(validation) -> tuple[dict[int, list[str]], list[str], dict[str, list]]:
-    """Row index -> failed expectation labels; table-level failures; sample values per label."""
-    rows: dict[int, list[str]] = defaultdict(list)
+def is_flag(config) -> bool:
+    return (config.meta or {}).get("action") == FLAG
+
+
+@dataclass
+class Outcome:
+    """One validation read back: which rows failed what, and what is batch-level."""
+
+    bad_rows: dict[int, list[str]]
+    table_level: list[str]
+    flagged: Counter
+    samples: dict[str, list]
+    evaluated: int
+
+
+def read_outcome(validation) -> Outcome:
+    bad_rows: dict[int, list[str]] = defaultdict(list)
     table_level: list[str] = []
+    flagged: Counter = Counter()
     samples: dict[str, list] = {}
     for result in validation.results:
         if result.success:
             continue
-        label = _expectation_label(result)
-        indexes = (result.result or {}).get("unexpected_index_list")
+        config = result.expectation_config
+        label = expectation_label(config)
+        details = result.result or {}
+        indexes = details.get("unexpected_index_list")
+        if is_flag(config):
+            flagged[label] += len(indexes) if indexes is not None else 1
+            continue
         if indexes is None:
-            table_level.append(label)
+            message = (result.exception_info or {}).get("exception_message")
+            table_level.append(f"{label}: {message}" if message else label)
             continue
         for index in indexes:
-            rows[int(index if not isinstance(index, dict) else index.get("index"))].append(label)
-        samples[label] = list((result.result or {}).get("partial_unexpected_list", []))[:SAMPLE_VALUES]
-    return rows, table_level, samples
+            bad_rows[int(index if not isinstance(index, dict) else index.get("index"))].append(label)
+        samples[label] = list(details.get("partial_unexpected_list", []))[:SAMPLE_VALUES]
+    return Outcome(bad_rows, table_level, flagged, samples, len(validation.results))
 
 
-def _group_batches(lake_dir: Path) -> dict[tuple[str, str], list[BatchRef]]:
+def failing_rows(validation) -> tuple[dict[int, list[str]], list[str], dict[str, list]]:
+    """Row index -> failed expectation labels; table-level failures; sample values per label."""
+    outcome = read_outcome(validation)
+    return outcome.bad_rows, outcome.table_level, outcome.samples
+
+
+# Gate 1 --------------------------------------------------------------------------------------------
+
+
+def _group_batches(lake_dir: Path, zone: str = "landing") -> dict[tuple[str, str], list[BatchRef]]:
     groups: dict[tuple[str, str], list[BatchRef]] = defaultdict(list)
-    for ref in iter_batches(lake_dir, "landing"):
+    for ref in iter_batches(lake_dir, zone):
         groups[(ref.source, ref.dataset)].append(ref)
     return groups
 
 
-def _chunks(lake_dir: Path, refs: list[BatchRef]):
-    """Batches grouped by column signature, then into chunks of about CHUNK_ROWS rows."""
-    chunk: list[tuple[BatchRef, pd.DataFrame]] = []
+def _chunks(lake_dir: Path, refs: list[BatchRef], zone: str) -> Iterator[list[tuple[BatchRef, pa.Table]]]:
+    """Batches with the same arrow schema, in chunks of about CHUNK_ROWS rows."""
+    chunk: list[tuple[BatchRef, pa.Table]] = []
     rows, signature = 0, None
     for ref in refs:
-        frame = pq.read_table(ref.path(lake_dir, "landing")).to_pandas()
-        this = tuple(frame.columns)
-        if chunk and (rows + len(frame) > CHUNK_ROWS or this != signature):
+        table = pq.read_table(ref.path(lake_dir, zone), partitioning=None)
+        this = table.schema.remove_metadata()
+        if chunk and (rows + table.num_rows > CHUNK_ROWS or not this.equals(signature)):
             yield chunk
             chunk, rows = [], 0
-        chunk.append((ref, frame))
-        rows += len(frame)
+        chunk.append((ref, table))
+        rows += table.num_rows
         signature = this
     if chunk:
         yield chunk
 
 
+def _exact_duplicates(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
+    """Positions of rows that are exact copies of an earlier row of the same batch."""
+    if not key or not set(key) <= set(frame.columns) or "batch_id" not in frame.columns:
+        return np.zeros(0, dtype=np.int64)
+    shared = frame.duplicated([*key, "batch_id"], keep=False).to_numpy()
+    if not shared.any():
+        return np.zeros(0, dtype=np.int64)
+    candidates = frame.loc[shared]
+    copies = candidates.duplicated(keep="first").to_numpy()
+    return np.flatnonzero(shared)[copies]
+
+
+def known_keys(lake_dir: Path, dataset: str, column: str) -> np.ndarray | None:
+    """Every value of a key column in the accepted raw lake, or None when the dataset has no rows."""
+    import duckdb
+
+    pattern = Path(lake_dir) / "raw" / "*" / dataset / "**" / "*.parquet"
+    if not any((Path(lake_dir) / "raw").glob(f"*/{dataset}/**/*.parquet")):
+        return None
+    with duckdb.connect() as con:
+        values = con.execute(
+            f"select distinct {column} from read_parquet(?, hive_partitioning=false, union_by_name=true) "
+            f"where {column} is not null",
+            [str(pattern)],
+        ).fetchnumpy()[column]
+    return np.sort(np.asarray(values, dtype=np.int64))
+
+
+def gate_params(settings: Settings, **extra) -> dict:
+    return {
+        "now": utc_now(),
+        "price_jump_sigmas": settings.gate_price_jump_sigmas,
+        **extra,
+    }
+
+
+@dataclass
+class _Group:
+    """One (source, dataset) through gate 1: its suite module, checkpoint and running result."""
+
+    source: str
+    dataset: str
+    module: object
+    checkpoint: object
+    params: dict
+    result: GateResult
+    validations: list
+
+
 def validate_raw(settings: Settings) -> list[GateResult]:
     """Gate 1: every landed batch is validated; accepted rows move to raw, failures to quarantine."""
-    from expectations.suites import load_suite
+    return validate_zone(settings, "landing")
 
+
+def validate_zone(
+    settings: Settings, zone: str, refs: list[BatchRef] | None = None, build_docs: bool = True
+) -> list[GateResult]:
+    """Validate batches of a zone (landing, or quarantine on release) and route every row."""
     lake_dir = settings.lake_dir
-    groups = _group_batches(lake_dir)
+    if refs is None:
+        groups = _group_batches(lake_dir, zone)
+    else:
+        groups = defaultdict(list)
+        for ref in refs:
+            groups[(ref.source, ref.dataset)].append(ref)
     if not groups:
         return []
     context = gx_context(settings)
     results: list[GateResult] = []
-    for (source, dataset), refs in sorted(groups.items()):
-        result = GateResult(gate="raw", dataset=f"{source}.{dataset}", batches=len(refs))
-        suite = load_suite(f"raw_{dataset}")
-        for chunk in _chunks(lake_dir, refs):
-            frame = pd.concat([f for _, f in chunk], ignore_index=True)
-            if suite is None:
-                bad_rows, table_level, samples, evaluated = {}, [], {}, 0
-            else:
-                validation = run_suite(context, suite, f"raw_{source}_{dataset}", frame)
-                bad_rows, table_level, samples = failing_rows(validation)
-                evaluated = len(validation.results)
-            result.evaluated = max(result.evaluated, evaluated)
-            result.failed_expectations.extend(table_level)
-            for labels in bad_rows.values():
-                result.failed_expectations.extend(labels)
-            offset = 0
-            for ref, part in chunk:
-                positions = range(offset, offset + len(part))
-                offset += len(part)
-                if table_level:
-                    bad = {i: table_level for i in positions}
-                else:
-                    bad = {i: bad_rows[i] for i in positions if i in bad_rows}
-                accepted, quarantined = _route_batch(lake_dir, ref, part, bad, positions.start, samples)
-                result.accepted += accepted
-                result.quarantined += quarantined
-        results.append(result)
-    context.build_data_docs()
+    validations: list = []
+    order = sorted(groups, key=lambda g: (DATASET_ORDER.get(g[1], 1), g))
+    for source, dataset in order:
+        group = _open_group(context, settings, source, dataset, len(groups[(source, dataset)]), validations)
+        for chunk in _chunks(lake_dir, groups[(source, dataset)], zone):
+            _validate_chunk(settings, group, chunk, zone)
+        results.append(group.result)
+        log.info("gate 1 %s: %s", group.result.dataset, group.result.as_row())
+    if build_docs:
+        build_data_docs(context, validations)
     record_gate_results(settings, results)
     return results
 
 
-def _route_batch(
+def _open_group(
+    context, settings: Settings, source: str, dataset: str, batches: int, validations: list
+) -> _Group:
+    from expectations.suites import load_module
+
+    params = gate_params(settings)
+    if dataset in PARENTS:
+        parent, column = PARENTS[dataset]
+        known = known_keys(settings.lake_dir, parent, column)
+        if known is not None:
+            params[f"known_{parent}"] = known
+    module = load_module(f"raw_{dataset}")
+    checkpoint = None
+    if module is not None:
+        suite = module.build_suite(params)
+        # One suite per source and dataset: checkpoints never share (and replace) a suite.
+        suite.name = f"raw_{source}_{dataset}"
+        checkpoint = register_checkpoint(context, suite, suite.name)
+    result = GateResult(gate="raw", dataset=f"{source}.{dataset}", batches=batches)
+    return _Group(source, dataset, module, checkpoint, params, result, validations)
+
+
+def _validate_chunk(settings: Settings, group: _Group, chunk: list[tuple[BatchRef, pa.Table]], zone: str):
+    result = group.result
+    frame = pa.concat_tables([t for _, t in chunk]).to_pandas()
+    owner = np.repeat(np.arange(len(chunk)), [t.num_rows for _, t in chunk])
+    row_in_batch = np.concatenate([np.arange(t.num_rows) for _, t in chunk])
+    module = group.module
+    outcome = Outcome({}, [], Counter(), {}, 0)
+    copies = np.zeros(0, dtype=np.int64)
+    if module is not None:
+        copies = _exact_duplicates(frame, list(getattr(module, "KEY", [])))
+        if len(copies):
+            keep = np.ones(len(frame), dtype=bool)
+            keep[copies] = False
+            frame = frame.loc[keep].reset_index(drop=True)
+            copies_owner = owner[~keep]
+            owner, row_in_batch = owner[keep], row_in_batch[keep]
+        prepare = getattr(module, "prepare", None)
+        problem = None
+        if prepare is not None:
+            try:
+                frame = prepare(frame, group.params)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # A schema break: the check columns cannot be derived, so the column-set
+                # expectation fails and the whole chunk (one schema) is quarantined.
+                problem = f"cannot derive check columns: {type(exc).__name__}: {exc}"
+        outcome = read_outcome(run_checkpoint(group.checkpoint, frame, group.validations))
+        if problem:
+            outcome.table_level.append(problem)
+    result.evaluated = max(result.evaluated, outcome.evaluated)
+    result.flagged += sum(outcome.flagged.values())
+    result.flagged_rows.update(outcome.flagged)
+    result.failed_expectations.extend(outcome.table_level)
+    collapsed = np.bincount(copies_owner, minlength=len(chunk)) if len(copies) else None
+    # Per batch: positions (in the batch file) of bad rows and their labels.
+    per_batch: dict[int, dict[int, list[str]]] = defaultdict(dict)
+    for index, labels in outcome.bad_rows.items():
+        per_batch[int(owner[index])][int(row_in_batch[index])] = labels
+        result.failed_rows.update(set(labels))
+        result.failed_expectations.extend(labels)
+    kept_rows: dict[int, np.ndarray] = {}
+    if len(copies):
+        for b in range(len(chunk)):
+            kept_rows[b] = row_in_batch[owner == b]
+    for b, (ref, table) in enumerate(chunk):
+        if outcome.table_level:
+            bad = dict.fromkeys(range(table.num_rows), outcome.table_level)
+            result.batches_quarantined += 1
+        else:
+            bad = per_batch.get(b, {})
+        n_copies = int(collapsed[b]) if collapsed is not None else 0
+        result.duplicates_collapsed += n_copies
+        accepted, quarantined = route_batch(
+            settings.lake_dir,
+            ref,
+            table,
+            bad,
+            outcome.samples,
+            zone=zone,
+            kept=kept_rows.get(b),
+            duplicates_collapsed=n_copies,
+            whole_batch=bool(outcome.table_level),
+        )
+        result.accepted += accepted
+        result.quarantined += quarantined
+    if outcome.table_level:
+        result.failed_rows.update(dict.fromkeys(outcome.table_level, 0))
+
+
+def route_batch(
     lake_dir: Path,
     ref: BatchRef,
-    frame: pd.DataFrame,
+    table: pa.Table,
     bad: dict[int, list[str]],
-    offset: int,
     samples: dict[str, list],
+    *,
+    zone: str = "landing",
+    kept: np.ndarray | None = None,
+    duplicates_collapsed: int = 0,
+    whole_batch: bool = False,
 ) -> tuple[int, int]:
-    """Write a batch's good rows to raw and its bad rows to quarantine, then drop the landing file."""
-    local_bad = sorted(i - offset for i in bad)
-    good = frame.drop(index=local_bad) if local_bad else frame
-    if len(good):
-        write_parquet_atomic(to_arrow(good), ref.path(lake_dir, "raw"))
-    if local_bad:
-        counts: dict[str, int] = defaultdict(int)
+    """Good rows of a batch to raw, bad rows to quarantine with a JSON reason; then drop the source.
+
+    Rows are taken from the batch's arrow table, so what lands in raw keeps the exact schema.
+    From quarantine (a release), admitted rows join the batch's accepted rows already in raw.
+    """
+    rows = np.arange(table.num_rows) if kept is None else np.asarray(kept)
+    bad_positions = np.array(sorted(bad), dtype=np.int64)
+    good_positions = rows[~np.isin(rows, bad_positions)]
+    source_path = ref.path(lake_dir, zone)
+    raw_path = ref.path(lake_dir, "raw")
+    quarantine_path = ref.path(lake_dir, "quarantine")
+    if zone == "landing" and not len(bad_positions) and len(good_positions) == table.num_rows:
+        move_batch(lake_dir, ref, "landing", "raw")
+        _remove_quarantine(quarantine_path)
+        return table.num_rows, 0
+    if len(good_positions):
+        good = table.take(pa.array(good_positions))
+        if zone == "quarantine" and raw_path.exists():
+            good = pa.concat_tables(
+                [pq.read_table(raw_path, partitioning=None), good], promote_options="default"
+            )
+        write_parquet_atomic(good, raw_path)
+    if len(bad_positions):
+        counts: Counter = Counter()
         for labels in bad.values():
-            for label in set(labels):
-                counts[label] += 1
+            counts.update(set(labels))
+        previous = _read_reason(quarantine_path) if zone == "quarantine" else {}
         reason = {
             "batch_id": ref.batch_id,
             "source": ref.source,
             "dataset": ref.dataset,
             "partition": dict(ref.partitions),
-            "rows_in_batch": len(frame),
-            "rows_quarantined": len(local_bad),
+            "rows_in_batch": int(table.num_rows),
+            "rows_accepted": int(len(good_positions)),
+            "rows_quarantined": int(len(bad_positions)),
+            "duplicates_collapsed": int(duplicates_collapsed),
+            "whole_batch": whole_batch,
             "failed_expectations": [
                 {"expectation": label, "rows": n, "sample_values": samples.get(label, [])}
                 for label, n in sorted(counts.items())
             ],
-            "row_reasons": {str(i - offset): sorted(set(labels)) for i, labels in bad.items()},
-            "quarantined_at": utc_now().isoformat(),
+            # Row positions are positions in the quarantined parquet file beside this reason.
+            "row_reasons": {str(i): sorted(set(bad[int(p)])) for i, p in enumerate(bad_positions)},
+            "quarantined_at": previous.get("quarantined_at") or utc_now().isoformat(),
+            "validated_at": utc_now().isoformat(),
         }
-        write_quarantine(lake_dir, ref, frame.iloc[local_bad], reason)
-    ref.path(lake_dir, "landing").unlink()
-    return len(good), len(local_bad)
+        if zone == "quarantine":
+            reason["released_rows"] = previous.get("released_rows", 0) + int(len(good_positions))
+        write_parquet_atomic(table.take(pa.array(bad_positions)), quarantine_path)
+        write_text_atomic(quarantine_path.with_suffix(".json"), json.dumps(reason, indent=2, default=str))
+    elif zone == "quarantine" or quarantine_path.exists():
+        _remove_quarantine(quarantine_path)
+    if zone == "landing":
+        source_path.unlink()
+    return int(len(good_positions)), int(len(bad_positions))
+
+
+def _remove_quarantine(path: Path) -> None:
+    for target in (path, path.with_suffix(".json")):
+        if target.exists():
+            target.unlink()
+
+
+def _read_reason(path: Path) -> dict:
+    try:
+        return json.loads(path.with_suffix(".json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
 
 
 def record_gate_results(settings: Settings, results: list[GateResult]) -> Path | None:
@@ -242,18 +564,48 @@ def record_gate_results(settings: Settings, results: list[GateResult]) -> Path |
     return write_parquet_atomic(to_arrow(frame), path)
 
 
-def validate_frame(settings: Settings, name: str, frame: pd.DataFrame, context=None) -> GateResult:
+# Gate 2 --------------------------------------------------------------------------------------------
+
+
+def validate_frame(
+    settings: Settings,
+    name: str,
+    frame: pd.DataFrame,
+    context=None,
+    params: dict | None = None,
+    validations: list | None = None,
+) -> GateResult:
     """Gate 2 for one mart: the mart's suite over its published-to-be parquet."""
-    from expectations.suites import load_suite
+    from expectations.suites import _marts, load_module
 
     result = GateResult(gate="marts", dataset=name, batches=1, accepted=len(frame))
-    suite = load_suite(name)
-    if suite is None:
-        return result
+    params = {"now": utc_now(), **(params or {})}
+    module = load_module(name)
+    if module is not None:
+        suite = module.build_suite(params)
+        prepare = getattr(module, "prepare", None)
+        if prepare is not None:
+            frame = prepare(frame, params)
+    else:
+        # No dedicated module: the dbt-declared grain and the row count against the snapshot.
+        suite = _marts.generic(name, params)
     context = context or gx_context(settings)
-    validation = run_suite(context, suite, f"mart_{name}", frame)
-    result.evaluated = len(validation.results)
-    result.failed_expectations = [_expectation_label(r) for r in validation.results if not r.success]
+    validation = run_suite(context, suite, f"mart_{name}", frame, validations)
+    outcome = read_outcome(validation)
+    result.evaluated = outcome.evaluated
+    result.flagged_rows.update(outcome.flagged)
+    result.flagged = sum(outcome.flagged.values())
+    failed = [
+        expectation_label(r.expectation_config)
+        for r in validation.results
+        if not r.success and not is_flag(r.expectation_config)
+    ]
+    result.failed_expectations = failed
+    for r in validation.results:
+        if not r.success and not is_flag(r.expectation_config):
+            result.failed_rows[expectation_label(r.expectation_config)] = int(
+                (r.result or {}).get("unexpected_count") or 0
+            )
     return result
 
 

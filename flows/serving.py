@@ -72,25 +72,36 @@ def serve_dbt_docs(settings: Settings, host: str, port: int) -> None:
     _run_foreground(command, env=dbt_env(settings), cwd=PROJECT_ROOT / "dbt_project")
 
 
-def build_data_docs(settings: Settings) -> Path:
+def build_data_docs(settings: Settings, rebuild: bool = False) -> Path:
+    """The Data Docs index.html, built first when it does not exist yet (gate runs keep it current)."""
+    from flows.quality import build_data_docs as build_site
     from flows.quality import data_docs_index, gx_context
 
     index = data_docs_index(settings)
-    if not index.exists():
-        gx_context(settings).build_data_docs()
+    if rebuild or not index.exists():
+        build_site(gx_context(settings))
     return index
+
+
+def data_docs_server(settings: Settings, host: str, port: int) -> http.server.ThreadingHTTPServer:
+    """An HTTP server over the Data Docs folder (port 0 picks a free one); the caller serves it."""
+    index = build_data_docs(settings)
+    handler = functools.partial(_QuietHandler, directory=str(index.parent))
+    return http.server.ThreadingHTTPServer((host, port), handler)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        """Keep the terminal for the URL, not one line per static file."""
 
 
 def serve_data_docs(settings: Settings, host: str, port: int, serve: bool = True) -> None:
     index = build_data_docs(settings)
-    typer.echo(f"Data Docs: {index}")
+    typer.echo(f"Data Docs index: {index}")
     if not serve:
         return
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(index.parent))
-    with http.server.ThreadingHTTPServer((host, port), handler) as server:
-        typer.echo(
-            f"serving Data Docs on http://{host}:{server.server_address[1]}/index.html (Ctrl-C stops it)"
-        )
+    with data_docs_server(settings, host, port) as server:
+        typer.echo(f"Data Docs on http://{host}:{server.server_address[1]}/index.html (Ctrl-C stops it)")
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
 

@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     # Files younger than this are left for the next run: they may still be being copied.
     inbox_settle_seconds: float = Field(default=2.0, ge=0)
     gx_dir: Path | None = None
+    # Where the dashboard's data quality page links to (`lakehouse dq-report` / `lakehouse docs`).
+    data_docs_url: str = "http://127.0.0.1:8081/index.html"
+    dbt_docs_url: str = "http://127.0.0.1:8080"
+    # Gate 1 flags (counts, does not quarantine) a close-to-close move beyond this many standard
+    # deviations of the previous hour of returns; gate 2 fails a mart whose rows drop below this
+    # share of the previous published snapshot.
+    gate_price_jump_sigmas: float = Field(default=12.0, gt=0)
+    gate_min_row_ratio: float = Field(default=0.5, ge=0, le=1)
 
     @field_validator("symbols", "intervals", mode="before")
     @classmethod
@@ -160,4 +168,9 @@ def default_settings() -> Settings:
 
 def ensure_prefect_home() -> None:
     """Keep Prefect's history project-local, so `make run` and `make serve` share it."""
-    os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / ".prefect"))
+    home = Path(os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / ".prefect")))
+    home.mkdir(parents=True, exist_ok=True)
+    # The temporary server's 20 s default start-up budget is too tight on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # Offline machines: telemetry would only log a failed DNS lookup on every start.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

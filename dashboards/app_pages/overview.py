@@ -1,28 +1,65 @@
-"""Overview: which snapshot is live and what it holds."""
+"""Overview: data as-of time and freshness per feed, headline KPIs, latest gate status."""
 
-import plotly.graph_objects as go
+import pandas as pd
+import plotly.express as px
 import streamlit as st
 
-from dashboards import data
+from dashboards import data, filters, ui
 
-st.title("binance-lakehouse")
-snapshot = data.snapshot_id()
-if snapshot is None:
-    st.info("No published marts yet. Run `make run` (or `lakehouse run`) to build and publish them.")
-    st.stop()
+snapshot, chosen = ui.start_page("Overview")
 
-st.caption(f"published snapshot {snapshot}")
-st.dataframe(data.daily_summary(snapshot), hide_index=True)
-symbol = st.selectbox("symbol", data.symbols(snapshot))
-klines = data.hourly_klines(snapshot, symbol)
-figure = go.Figure(
-    go.Candlestick(
-        x=klines["open_time"],
-        open=klines["open"],
-        high=klines["high"],
-        low=klines["low"],
-        close=klines["close"],
-        name=symbol,
+with ui.section("Headline"):
+    ui.require_symbols(chosen)
+    latest = data.latest_per_group(snapshot, "klines_1d", ["market", "symbol"], ["close", "simple_return"])
+    latest = latest[(latest["market"] == chosen.market) & latest["symbol"].isin(chosen.symbols)]
+    ui.require_rows(latest)
+    ui.metric_row(
+        [
+            (
+                f"{r.symbol} close",
+                f"{r.close:,.2f}",
+                None if pd.isna(r.simple_return) else f"{r.simple_return:+.2%} 1d",
+            )
+            for r in latest.itertuples()
+        ][:6]
     )
-)
-st.plotly_chart(figure, use_container_width=True)
+
+with ui.section("Freshness per feed"):
+    feeds = data.freshness(snapshot)
+    as_of = feeds["latest"].max()
+    st.markdown(f"**Data as of {as_of:%Y-%m-%d %H:%M} UTC**" if pd.notna(as_of) else "No feed data.")
+    behind = (as_of - feeds["latest"]).dt.total_seconds() / 3600
+    feeds["behind newest feed"] = ["no data" if pd.isna(h) else f"{h:,.1f} h" for h in behind]
+    rows = dict(zip(feeds["feed"], feeds["rows"].fillna(0).astype(int), strict=True))
+    ui.metric_row(
+        [
+            ("symbols", f"{len(filters.universe(snapshot)):,}", None),
+            ("hourly candles", f"{rows.get('klines', 0):,}", None),
+            ("users", f"{rows.get('users', 0):,}", None),
+            ("transactions", f"{rows.get('transactions', 0):,}", None),
+        ]
+    )
+    st.dataframe(feeds, hide_index=True, width="stretch")
+
+with ui.section("Latest gate status"):
+    runs = data.latest_per_group(
+        snapshot, "quality_runs", ["gate", "dataset"], ["success", "failed", "quarantined"]
+    )
+    ui.require_rows(runs, "No gate runs recorded in this snapshot yet; run `make run`.")
+    for gate, group in runs.groupby("gate"):
+        passed = int(group["success"].sum())
+        text = f"gate `{gate}`: {passed}/{len(group)} datasets passed at {group['time'].max()}"
+        (st.success if passed == len(group) else st.warning)(text)
+    st.dataframe(runs, hide_index=True, width="stretch")
+
+with ui.section("Price trend"):
+    ui.require_symbols(chosen)
+    trend = data.returns(
+        snapshot, "1d", chosen.market, chosen.symbols, chosen.start, chosen.end, chosen.window
+    )
+    ui.require_rows(trend)
+    ui.chart(
+        px.line(trend, x="time", y="cumulative_return", color="symbol"),
+        "Cumulative return over the date range",
+        key="overview_trend",
+    )

@@ -1,18 +1,26 @@
-"""Suite modules: each exposes build_suite() returning a gx.ExpectationSuite."""
+"""Suite modules: each exposes build_suite(params) and optionally prepare(frame, params), KEY, PARENTS."""
 
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 import great_expectations as gx
 
 
-def load_suite(name: str) -> gx.ExpectationSuite | None:
-    """The suite for a dataset or mart (module expectations.suites.<name>), or None if none exists."""
+def load_module(name: str) -> ModuleType | None:
+    """The suite module expectations.suites.<name>, or None if no suite exists for it."""
     try:
-        module = importlib.import_module(f"expectations.suites.{name}")
+        return importlib.import_module(f"expectations.suites.{name}")
     except ModuleNotFoundError as exc:
         if exc.name == f"expectations.suites.{name}":
             return None
         raise
-    return module.build_suite()
+
+
+def load_suite(name: str, params: dict | None = None) -> gx.ExpectationSuite | None:
+    """The suite for a dataset or mart built with the run's parameters, or None if none exists."""
+    module = load_module(name)
+    if module is None:
+        return None
+    return module.build_suite(dict(params or {}))

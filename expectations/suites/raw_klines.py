@@ -4,34 +4,175 @@ from __future__ import annotations
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
+import numpy as np
+import pandas as pd
 
-from flows.schemas import KLINE_COLUMNS, KLINE_KEY
+from expectations.suites._common import (
+    add_key_unique,
+    add_schema,
+    add_time_range,
+    flag,
+    key_is_unique,
+    params_now,
+)
+from flows.schemas import INTERVAL_MS, KLINE_COLUMNS, KLINE_KEY
+from flows.settings import KLINE_INTERVALS
 
-LINEAGE = ["source", "batch_id", "ingested_at"]
+KEY = list(KLINE_KEY)
+DERIVED = [
+    "check__open_time_offset_ms",
+    "check__close_time_error_ms",
+    "check__ms_closed_before_now",
+    "check__wick_ratio",
+    "check__price_jump_sigmas",
+    "check__key_unique_in_batch",
+]
+WEEK_ANCHOR_MS = 4 * 86_400_000  # Binance weeks open on Monday; 1970-01-01 was a Thursday
+DEFAULTS = {"price_jump_sigmas": 12.0, "price_jump_window": 60, "wick_ratio": 3.0}
 
 
-def build_suite() -> gx.ExpectationSuite:
-    suite = gx.ExpectationSuite(name="raw_klines")
-    suite.add_expectation(
-        gxe.ExpectTableColumnsToMatchSet(column_set=[*KLINE_COLUMNS, *LINEAGE], exact_match=True)
+def build_suite(params: dict) -> gx.ExpectationSuite:
+    p = {**DEFAULTS, **params}
+    exps: list = []
+    add_schema(exps, KLINE_COLUMNS, DERIVED)
+    for column in [*KEY, "close_time", "open", "high", "low", "close", "volume"]:
+        exps.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="market", value_set=["spot", "usdm"]))
+    exps.append(gxe.ExpectColumnValuesToBeInSet(column="interval", value_set=list(KLINE_INTERVALS)))
+    exps.append(gxe.ExpectColumnValuesToMatchRegex(column="symbol", regex=r"^[A-Z0-9]{2,20}$"))
+    add_time_range(exps, "open_time", p)
+    exps.append(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="check__open_time_offset_ms",
+            min_value=0,
+            max_value=0,
+            description="open_time is aligned to its interval (calendar month start for 1M, Monday for 1w).",
+        )
     )
-    for column in KLINE_KEY:
-        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column="market", value_set=["spot", "usdm"]))
+    exps.append(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="check__close_time_error_ms",
+            min_value=0,
+            max_value=0,
+            description="close_time = open_time + interval - 1 ms (next month start - 1 ms for 1M).",
+        )
+    )
+    exps.append(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="check__ms_closed_before_now",
+            min_value=1,
+            description="No candle from the future and no open candle: close_time is before the gate ran.",
+        )
+    )
     for column in ("open", "close", "low"):
-        suite.add_expectation(
+        exps.append(
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B=column, or_equal=True)
         )
     for column in ("open", "close"):
-        suite.add_expectation(
+        exps.append(
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=column, column_B="low", or_equal=True)
         )
-    for column in ("volume", "quote_volume", "num_trades", "taker_buy_base_volume"):
-        suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0))
-    suite.add_expectation(
-        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A="volume", column_B="taker_buy_base_volume", or_equal=True
+    exps.append(gxe.ExpectColumnValuesToBeBetween(column="low", min_value=0, strict_min=True))
+    for column in (
+        "volume",
+        "quote_volume",
+        "num_trades",
+        "taker_buy_base_volume",
+        "taker_buy_quote_volume",
+    ):
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0))
+    for total, taker in (("volume", "taker_buy_base_volume"), ("quote_volume", "taker_buy_quote_volume")):
+        exps.append(
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=total, column_B=taker, or_equal=True)
+        )
+    add_key_unique(exps, KEY)
+    exps.append(
+        flag(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="check__wick_ratio",
+                max_value=p["wick_ratio"],
+                description=f"Flag only: a wick more than {p['wick_ratio']:g}x beyond the candle body "
+                "(high / max(open, close) or min(open, close) / low) is counted, not quarantined; "
+                "staging caps it.",
+            )
         )
     )
-    suite.add_expectation(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(KLINE_KEY)))
-    return suite
+    exps.append(
+        flag(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="check__price_jump_sigmas",
+                max_value=p["price_jump_sigmas"],
+                description=f"Flag only: a close-to-close move beyond {p['price_jump_sigmas']:g} standard "
+                f"deviations of the previous {p['price_jump_window']} returns is counted, not "
+                "quarantined (real markets jump).",
+            )
+        )
+    )
+    return gx.ExpectationSuite(name="raw_klines", expectations=exps)
+
+
+def _ms(series: pd.Series) -> np.ndarray:
+    """Epoch milliseconds as float (NaN where missing), whatever the timestamp unit."""
+    if not pd.api.types.is_datetime64_any_dtype(series):
+        raise TypeError(f"{series.name} is {series.dtype}, not a timestamp")
+    values = series.dt.tz_convert("UTC") if series.dt.tz is not None else series.dt.tz_localize("UTC")
+    out = values.astype("datetime64[ms, UTC]").to_numpy(dtype="datetime64[ms]").astype("int64")
+    return np.where(series.isna().to_numpy(), np.nan, out.astype("float64"))
+
+
+def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """The check__ columns the suite validates: interval alignment, closing, wicks, jumps, keys."""
+    p = {**DEFAULTS, **params}
+    open_ms = _ms(frame["open_time"])
+    close_ms = _ms(frame["close_time"])
+    interval = frame["interval"].astype("string")
+    length = interval.map(INTERVAL_MS).to_numpy(dtype="float64", na_value=np.nan)
+    anchor = np.where(interval.to_numpy(dtype=object) == "1w", WEEK_ANCHOR_MS, 0)
+    offset = np.mod(open_ms - anchor, length)
+    expected_close = open_ms + length - 1
+    monthly = (interval == "1M").to_numpy(dtype=bool, na_value=False)
+    if monthly.any():
+        opened = open_ms[monthly].astype("int64").astype("datetime64[ms]")
+        month = opened.astype("datetime64[M]")
+        offset[monthly] = (opened - month.astype("datetime64[ms]")).astype("int64")
+        following = (month + 1).astype("datetime64[ms]").astype("int64")
+        expected_close[monthly] = following - 1
+    now_ms = params_now(p).timestamp() * 1000
+    high, low = frame["high"].to_numpy("float64"), frame["low"].to_numpy("float64")
+    open_, close = frame["open"].to_numpy("float64"), frame["close"].to_numpy("float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wick = np.fmax(high / np.fmax(open_, close), np.fmin(open_, close) / low)
+    return frame.assign(
+        check__open_time_offset_ms=offset,
+        check__close_time_error_ms=close_ms - expected_close,
+        check__ms_closed_before_now=now_ms - close_ms,
+        check__wick_ratio=np.where(np.isfinite(wick), wick, np.nan),
+        check__price_jump_sigmas=price_jump_sigmas(frame, open_ms, close, int(p["price_jump_window"])),
+        check__key_unique_in_batch=key_is_unique(frame, KEY),
+    )
+
+
+def price_jump_sigmas(frame: pd.DataFrame, open_ms: np.ndarray, close: np.ndarray, window: int) -> np.ndarray:
+    """|log return| over the std of the previous `window` log returns, per market/symbol/interval.
+
+    Rows are ordered by series and time first; the first `window` returns of each series in a
+    chunk have no history and are not scored (NaN).
+    """
+    n = len(frame)
+    if n == 0:
+        return np.zeros(0)
+    series = frame.groupby(["market", "symbol", "interval"], sort=False, observed=True).ngroup().to_numpy()
+    order = np.lexsort((np.nan_to_num(open_ms), series))
+    series_sorted = series[order]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.diff(np.log(close[order]), prepend=np.nan)
+    starts = np.r_[True, series_sorted[1:] != series_sorted[:-1]]
+    returns[starts] = np.nan
+    history = pd.Series(returns).rolling(window, min_periods=window // 2).std().shift(1).to_numpy()
+    position = np.arange(n) - np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.abs(returns) / history
+    score[(position <= window) | ~np.isfinite(score)] = np.nan
+    out = np.empty(n)
+    out[order] = score
+    return out

@@ -19,7 +19,14 @@ class LandResult:
     def merge(self, other: LandResult) -> LandResult:
         for dataset, refs in other.refs.items():
             self.refs.setdefault(dataset, []).extend(refs)
-        self.notes.update(other.notes)
+        for key, value in other.notes.items():
+            mine = self.notes.get(key)
+            if isinstance(mine, list) and isinstance(value, list):
+                self.notes[key] = mine + value
+            elif isinstance(mine, dict) and isinstance(value, dict):
+                self.notes[key] = {**mine, **value}
+            else:
+                self.notes[key] = value
         return self
 
     @property

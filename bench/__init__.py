@@ -1,0 +1,1 @@
+"""Benchmarks: the pipeline beside a naive pandas script and the raw DuckDB floor (`make bench`)."""

@@ -1,0 +1,75 @@
+"""Order flow: cumulative volume delta, taker buy ratio, trades per second, ingest latency."""
+
+import plotly.express as px
+import plotly.graph_objects as go
+
+from dashboards import data, theme, ui
+
+snapshot, chosen = ui.start_page("Order flow")
+
+
+def order_flow():
+    ui.require_symbols(chosen)
+    return data.table(
+        snapshot,
+        "order_flow",
+        ["symbol", "time", "volume_delta", "cvd", "taker_buy_ratio", "trades_per_second"],
+        market=chosen.market,
+        symbols=chosen.symbols,
+        start=chosen.start,
+        end=chosen.end,
+    )
+
+
+with ui.section("Cumulative volume delta"):
+    flow = ui.require_rows(order_flow())
+    ui.chart(px.line(flow, x="time", y="cvd", color="symbol"), "Cumulative volume delta", key="cvd")
+    focus = flow[flow["symbol"] == chosen.focus]
+    colors = [theme.UP if v >= 0 else theme.DOWN for v in focus["volume_delta"]]
+    ui.chart(
+        go.Figure(go.Bar(x=focus["time"], y=focus["volume_delta"], marker_color=colors)),
+        f"{chosen.focus} volume delta per hour (taker buy - taker sell)",
+        height=320,
+        key="delta",
+    )
+
+with ui.section("Taker buy ratio and trades per second"):
+    flow = ui.require_rows(order_flow())
+    left, right = ui.st.columns(2)
+    with left:
+        figure = px.line(flow, x="time", y="taker_buy_ratio", color="symbol")
+        figure.add_hline(y=0.5, line_dash="dot", line_color=theme.MUTED)
+        ui.chart(figure, "Taker buy ratio", key="ratio")
+    with right:
+        ui.chart(
+            px.line(flow, x="time", y="trades_per_second", color="symbol"),
+            "Trades per second",
+            key="tps",
+        )
+
+with ui.section("Live trade stream: ingest latency"):
+    if not data.has(snapshot, "trades"):
+        raise data.DataUnavailable(
+            "No trade stream marts yet. Start one with `lakehouse stream --symbols BTCUSDT "
+            "--duration 60`, then `make run` to publish."
+        )
+    trades = data.table(
+        snapshot,
+        "trades",
+        ["symbol", "time", "latency_p50", "latency_p95", "latency_p99"],
+        ("trades_per_second",),
+        market=chosen.market,
+        symbols=chosen.symbols or None,
+    )
+    ui.require_rows(trades, "The trade stream has no rows for these symbols and market.")
+    long = trades.melt(
+        id_vars=["symbol", "time"],
+        value_vars=["latency_p50", "latency_p95", "latency_p99"],
+        var_name="percentile",
+        value_name="ms",
+    )
+    ui.chart(
+        px.line(long, x="time", y="ms", color="percentile", line_dash="symbol"),
+        "Event-to-persist latency (ms)",
+        key="latency",
+    )

@@ -1,0 +1,77 @@
+"""Transactions: volume, types, tokens, top traders, fee vs amount, leverage, fee drivers."""
+
+import plotly.express as px
+import streamlit as st
+
+from dashboards import data, ui
+
+snapshot, chosen = ui.start_page("Transactions", symbols=False)
+
+with ui.section("Volume over time"):
+    daily = data.table(
+        snapshot,
+        "tx_daily",
+        ["time", "token", "tx_type", "tx_count", "volume_usd"],
+        ("fee_usd",),
+        start=chosen.start,
+        end=chosen.end,
+    )
+    ui.require_rows(daily)
+    ui.chart(
+        px.bar(daily, x="time", y="volume_usd", color="tx_type"),
+        "Volume (USD) per day by type",
+        key="tx_volume",
+    )
+    left, right = st.columns(2)
+    with left:
+        ui.chart(
+            px.pie(daily, names="tx_type", values="tx_count", hole=0.5),
+            "Transactions by type",
+            key="tx_types",
+        )
+    with right:
+        ui.chart(
+            px.bar(daily, x="token", y="volume_usd", color="tx_type"),
+            "Volume (USD) by token",
+            key="tx_tokens",
+        )
+
+with ui.section("Average fee by token"):
+    fees = data.token_fees(snapshot, chosen.start, chosen.end)
+    ui.require_rows(fees)
+    ui.chart(px.bar(fees, x="token", y="avg_fee_usd"), "Average fee (USD) by token", key="fees")
+
+left, right = st.columns(2)
+with left, ui.section("Top traders"):
+    traders = data.table(
+        snapshot, "top_traders", ["user_id", "volume_usd"], ("tx_count", "rank"), order=("rank",)
+    )
+    traders = ui.require_rows(traders).sort_values("volume_usd", ascending=False).head(20)
+    traders["user_id"] = traders["user_id"].astype(str)
+    ui.chart(
+        px.bar(traders, x="volume_usd", y="user_id", orientation="h").update_yaxes(autorange="reversed"),
+        "Top traders by volume (USD)",
+        key="traders",
+    )
+with right, ui.section("Leverage distribution (futures)"):
+    leverage = data.table(snapshot, "leverage", ["leverage", "tx_count"], order=("leverage",))
+    leverage = ui.require_rows(leverage)
+    leverage["leverage"] = leverage["leverage"].map(lambda v: f"{v:g}x")
+    ui.chart(px.bar(leverage, x="leverage", y="tx_count"), "Trades per leverage", key="leverage")
+
+left, right = st.columns(2)
+with left, ui.section("Fee vs amount"):
+    sample = ui.require_rows(data.fee_vs_amount(snapshot, chosen.start, chosen.end))
+    ui.chart(
+        px.scatter(sample, x="amount_usd", y="fee_usd", color="tx_type", log_x=True, log_y=True, opacity=0.6),
+        "Fee vs amount (USD, sample)",
+        key="fee_amount",
+    )
+with right, ui.section("What drives fees"):
+    importance = data.table(snapshot, "fee_importance", ["feature", "importance"], order=("importance",))
+    ui.require_rows(importance)
+    ui.chart(
+        px.bar(importance, x="importance", y="feature", orientation="h"),
+        "Feature importance (random forest)",
+        key="importance",
+    )

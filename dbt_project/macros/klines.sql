@@ -1,0 +1,149 @@
+{# Interval code (1m, 1h, ...) to a DuckDB interval; 1M is a calendar month. #}
+{% macro interval_duration(column) -%}
+    case {{ column }}
+        when '1s' then interval 1 second
+        when '1m' then interval 1 minute
+        when '3m' then interval 3 minute
+        when '5m' then interval 5 minute
+        when '15m' then interval 15 minute
+        when '30m' then interval 30 minute
+        when '1h' then interval 1 hour
+        when '2h' then interval 2 hour
+        when '4h' then interval 4 hour
+        when '6h' then interval 6 hour
+        when '8h' then interval 8 hour
+        when '12h' then interval 12 hour
+        when '1d' then interval 1 day
+        when '3d' then interval 3 day
+        when '1w' then interval 7 day
+        when '1M' then interval 1 month
+    end
+{%- endmacro %}
+
+
+{#
+    The staging body shared by every kline source (binance REST, archive, upload, synthetic):
+    one row per (market, symbol, interval, open_time), the latest ingested copy wins.
+
+    Rules, in the order applied (repair_rules lists the ones that touched a row):
+    - duplicate copies of a key collapse to the latest ingested_at (ties: highest batch_id);
+      duplicate_copies counts how many copies were seen.
+    - close_time_derived: a missing or inconsistent close_time becomes open_time + interval - 1 ms.
+    - ohlc_bounds_repaired: high below max(open, close) is raised to it, low above min(open, close)
+      is lowered to it (the candle's range must contain its open and close; the other bound, which
+      may be the broken one, is left alone).
+    - taker_volume_capped: taker-buy volume above the candle's volume is capped at the volume.
+    - num_trades_imputed: a missing trade count becomes 0.
+    - dropped (is_dropped, kept here, filtered out downstream): a missing or non-positive price or a
+      negative or missing volume cannot be repaired without inventing a price.
+    Prices are never capped: a real crash or squeeze must reach the marts as it happened.
+#}
+{% macro stage_klines(source_name) -%}
+with
+
+source as (
+    select * from {{ lake_source(source_name, 'klines', kline_raw_columns()) }}
+),
+
+deduplicated as (
+    select
+        *,
+        count(*) over key_window as duplicate_copies
+    from source
+    window key_window as (partition by market, symbol, interval, open_time)
+    qualify row_number() over (
+        partition by market, symbol, interval, open_time
+        order by ingested_at desc, batch_id desc
+    ) = 1
+),
+
+typed as (
+    select
+        cast(market as varchar) as market,
+        cast(symbol as varchar) as symbol,
+        cast(interval as varchar) as kline_interval,
+        cast(open_time as timestamptz) as opened_at,
+        cast(close_time as timestamptz) as reported_closed_at,
+        cast(open as double) as open_price,
+        cast(high as double) as reported_high_price,
+        cast(low as double) as reported_low_price,
+        cast(close as double) as close_price,
+        cast(volume as double) as volume,
+        cast(quote_volume as double) as quote_volume,
+        cast(num_trades as bigint) as reported_num_trades,
+        cast(taker_buy_base_volume as double) as reported_taker_buy_base_volume,
+        cast(taker_buy_quote_volume as double) as reported_taker_buy_quote_volume,
+        duplicate_copies,
+        cast(source as varchar) as source,
+        cast(batch_id as varchar) as batch_id,
+        cast(ingested_at as timestamptz) as ingested_at,
+        cast(open_time as timestamptz)
+        + {{ interval_duration('interval') }}
+        - interval 1 millisecond as expected_closed_at
+    from deduplicated
+),
+
+repaired as (
+    select
+        *,
+        coalesce(
+            open_price <= 0 or high_price <= 0 or low_price <= 0 or close_price <= 0
+            or volume < 0 or quote_volume < 0,
+            true
+        ) as is_dropped,
+        concat_ws(
+            ',',
+            case
+                when reported_closed_at is distinct from expected_closed_at
+                    then 'close_time_derived'
+            end,
+            case
+                when
+                    reported_high_price < greatest(open_price, close_price)
+                    or reported_low_price > least(open_price, close_price)
+                    then 'ohlc_bounds_repaired'
+            end,
+            case
+                when
+                    reported_taker_buy_base_volume > volume
+                    or reported_taker_buy_quote_volume > quote_volume
+                    then 'taker_volume_capped'
+            end,
+            case when reported_num_trades is null then 'num_trades_imputed' end
+        ) as repair_list
+    from (
+        select
+            *,
+            greatest(open_price, reported_high_price, close_price) as high_price,
+            least(open_price, reported_low_price, close_price) as low_price
+        from typed
+    )
+),
+
+final as (
+    select
+        market,
+        symbol,
+        kline_interval,
+        opened_at,
+        expected_closed_at as closed_at,
+        open_price,
+        high_price,
+        low_price,
+        close_price,
+        volume,
+        quote_volume,
+        coalesce(reported_num_trades, 0) as num_trades,
+        least(reported_taker_buy_base_volume, volume) as taker_buy_base_volume,
+        least(reported_taker_buy_quote_volume, quote_volume) as taker_buy_quote_volume,
+        duplicate_copies,
+        nullif(repair_list, '') as repair_rules,
+        is_dropped,
+        source,
+        batch_id,
+        ingested_at
+    from repaired
+)
+
+select * from final
+{%- endmacro %}

@@ -1,0 +1,60 @@
+{#
+    Pearson correlation of hourly log returns for every pair of symbols in a market, over the
+    trailing 1, 7 and 30 days, evaluated at the end of each UTC day. Hours where either return
+    is missing do not count; correlation needs at least 3 observations.
+#}
+with
+
+pairs as (
+    select * from {{ ref('int_symbol_pairs_joined') }}
+),
+
+windowed as (
+    select
+        market,
+        symbol_a,
+        symbol_b,
+        open_time,
+        {%- for label, hours in [('1d', 24), ('7d', 168), ('30d', 720)] %}
+            corr(log_return_a, log_return_b) over last_{{ label }} as correlation_{{ label }},
+            count(log_return_a + log_return_b) over last_{{ label }} as observations_{{ label }},
+        {%- endfor %}
+    from pairs
+    window
+        last_1d as (
+            partition by market, symbol_a, symbol_b order by open_time
+            range between interval 23 hour preceding and current row
+        ),
+        last_7d as (
+            partition by market, symbol_a, symbol_b order by open_time
+            range between interval 167 hour preceding and current row
+        ),
+        last_30d as (
+            partition by market, symbol_a, symbol_b order by open_time
+            range between interval 719 hour preceding and current row
+        )
+),
+
+day_ends as (
+    select *
+    from windowed
+    where extract(hour from open_time) = 23
+),
+
+final as (
+    {%- for label, hours in [('1d', 24), ('7d', 168), ('30d', 720)] %}
+        select
+            market,
+            symbol_a,
+            symbol_b,
+            open_time + interval 1 hour as window_end,
+            '{{ label }}' as return_window,
+            {{ hours }} as window_hours,
+            case when observations_{{ label }} >= 3 then correlation_{{ label }} end as correlation,
+            observations_{{ label }} as observations
+        from day_ends
+        {% if not loop.last %}union all{% endif %}
+    {%- endfor %}
+)
+
+select * from final

@@ -1,0 +1,77 @@
+{# How many rows each staging rule repaired or dropped, and how many duplicate copies collapsed. #}
+with
+
+{% set staged = [
+    ('klines', 'stg_binance__klines'),
+    ('klines', 'stg_archive__klines'),
+    ('klines', 'stg_upload__klines'),
+    ('klines', 'stg_synthetic__klines'),
+    ('users', 'stg_synthetic__users'),
+    ('transactions', 'stg_synthetic__transactions'),
+    ('network', 'stg_synthetic__network'),
+] %}
+
+{% for dataset, model in staged %}
+    {{ model }} as (
+        select
+            '{{ model }}' as model_name,
+            source,
+            '{{ dataset }}' as dataset,
+            repair_rules,
+            is_dropped,
+            duplicate_copies
+        from {{ ref(model) }}
+    ),
+{% endfor %}
+
+staged_rows as (
+    {% for _, model in staged %}
+        select * from {{ model }}
+        {% if not loop.last %}union all{% endif %}
+    {% endfor %}
+),
+
+rule_rows as (
+    select
+        model_name,
+        dataset,
+        unnest(string_split(repair_rules, ',')) as rule_name
+    from staged_rows
+    where repair_rules is not null
+    union all
+    select
+        model_name,
+        dataset,
+        'dropped' as rule_name
+    from staged_rows
+    where is_dropped
+),
+
+rule_counts as (
+    select
+        model_name,
+        dataset,
+        rule_name,
+        count(*) as affected_rows
+    from rule_rows
+    group by model_name, dataset, rule_name
+),
+
+duplicate_counts as (
+    select
+        model_name,
+        dataset,
+        'duplicates_collapsed' as rule_name,
+        sum(duplicate_copies - 1) as affected_rows
+    from staged_rows
+    where duplicate_copies > 1
+    group by model_name, dataset
+),
+
+final as (
+    select * from rule_counts
+    union all
+    select * from duplicate_counts
+)
+
+select * from final

@@ -1,0 +1,145 @@
+{#
+    One row per transaction, priced in USD at the 1-minute close of its token's USDT spot
+    market for the minute it occurred in (stablecoins count as 1 USD). When that minute has no
+    candle, the latest earlier close within var('price_staleness_minutes') is used and
+    price_source says so; beyond that the USD values stay null rather than guess.
+    Outliers are flagged, not removed: a robust z-score of ln(amount_usd) (and of ln(fee_usd))
+    within the transaction type, |z| > 4 with z = (x - median) / (1.4826 * MAD).
+#}
+with
+
+transactions as (
+    select * from {{ ref('stg_synthetic__transactions') }}
+    where not is_dropped
+),
+
+klines as (
+    select
+        symbol,
+        opened_at,
+        close_price
+    from {{ ref('int_klines_unioned') }}
+    where market = 'spot' and kline_interval = '1m'
+),
+
+{% set stablecoins = "('USDT', 'USDC', 'BUSD', 'FDUSD', 'TUSD', 'DAI', 'USD')" %}
+
+amount_priced as (
+    select
+        transactions.*,
+        klines.close_price as token_close,
+        klines.opened_at as token_priced_at
+    from transactions
+    asof left join klines
+        on
+            transactions.token_symbol || 'USDT' = klines.symbol
+            and transactions.occurred_at >= klines.opened_at
+),
+
+fee_priced as (
+    select
+        amount_priced.*,
+        klines.close_price as fee_token_close,
+        klines.opened_at as fee_token_priced_at
+    from amount_priced
+    asof left join klines
+        on
+            amount_priced.fee_token || 'USDT' = klines.symbol
+            and amount_priced.occurred_at >= klines.opened_at
+),
+
+prices as (
+    select
+        *,
+        case
+            when token_symbol in {{ stablecoins }} then 1.0
+            when
+                token_priced_at
+                >= occurred_minute - to_minutes(cast({{ var('price_staleness_minutes') }} as bigint))
+                then token_close
+        end as token_price_usd,
+        case
+            when fee_token in {{ stablecoins }} then 1.0
+            when
+                fee_token_priced_at
+                >= occurred_minute - to_minutes(cast({{ var('price_staleness_minutes') }} as bigint))
+                then fee_token_close
+        end as fee_token_price_usd,
+        case
+            when token_symbol in {{ stablecoins }} then 'stablecoin'
+            when token_priced_at = occurred_minute then 'kline_1m'
+            when
+                token_priced_at
+                >= occurred_minute - to_minutes(cast({{ var('price_staleness_minutes') }} as bigint))
+                then 'kline_1m_earlier'
+            else 'unpriced'
+        end as price_source
+    from fee_priced
+),
+
+valued as (
+    select
+        *,
+        amount * token_price_usd as amount_usd,
+        fee * fee_token_price_usd as fee_usd
+    from prices
+),
+
+type_stats as (
+    select
+        tx_type,
+        median(ln(amount_usd)) as median_log_amount,
+        mad(ln(amount_usd)) as mad_log_amount,
+        median(ln(fee_usd)) filter (where fee_usd > 0) as median_log_fee,
+        mad(ln(fee_usd)) filter (where fee_usd > 0) as mad_log_fee
+    from valued
+    where amount_usd > 0
+    group by tx_type
+),
+
+final as (
+    select
+        valued.tx_id,
+        valued.occurred_at,
+        valued.occurred_date,
+        valued.hour_of_day,
+        valued.day_of_week,
+        valued.tx_type,
+        valued.status,
+        valued.status = 'completed' as is_completed,
+        case when valued.tx_type = 'deposit' then valued.to_user_id else valued.from_user_id end
+            as initiator_user_id,
+        valued.from_user_id,
+        valued.to_user_id,
+        valued.from_address,
+        valued.to_address,
+        valued.token_symbol,
+        valued.amount,
+        valued.token_price_usd,
+        valued.amount_usd,
+        valued.fee_token,
+        valued.fee,
+        valued.fee_token_price_usd,
+        valued.fee_usd,
+        valued.leverage,
+        valued.price_source,
+        coalesce(
+            abs(ln(valued.amount_usd) - type_stats.median_log_amount)
+            / nullif(1.4826 * type_stats.mad_log_amount, 0) > 4,
+            false
+        ) as is_amount_outlier,
+        coalesce(
+            valued.fee_usd > 0
+            and abs(ln(valued.fee_usd) - type_stats.median_log_fee)
+            / nullif(1.4826 * type_stats.mad_log_fee, 0) > 4,
+            false
+        ) as is_fee_outlier,
+        valued.repair_rules,
+        valued.source,
+        valued.batch_id,
+        valued.ingested_at
+    from valued
+    left join type_stats on valued.tx_type = type_stats.tx_type
+)
+
+select * from final

@@ -1,0 +1,2 @@
+-- Candles from the upload source; the shared rules live in macros/klines.sql (stage_klines).
+{{ stage_klines('upload') }}

@@ -1,0 +1,89 @@
+"""Building blocks the suite modules share: schema checks, flag-only expectations, time bounds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import great_expectations.expectations as gxe
+import numpy as np
+import pandas as pd
+
+LINEAGE: dict[str, str] = {"source": "string", "batch_id": "string", "ingested_at": "timestamp"}
+# pandas has no null int without extension types, so a nullable int column ("int64?") reads as float64.
+DTYPES: dict[str, list[str]] = {
+    "float64": ["float64"],
+    "int64": ["int64"],
+    "int64?": ["int64", "float64"],
+    "string": ["str"],
+    "bool": ["bool"],
+}
+# Nothing in this lake predates Bitcoin's first block; older timestamps are unit or parse errors.
+EARLIEST = datetime(2009, 1, 3, tzinfo=UTC)
+FLAG = "flag"  # meta action: failing rows are counted and reported but still accepted
+
+
+def params_now(params: dict) -> datetime:
+    return params.get("now") or datetime.now(UTC)
+
+
+def add_schema(exps: list, columns: dict[str, str], derived: list[str] = ()) -> None:
+    """Exact column set (schema + lineage + derived check columns) and the dtype of each column.
+
+    A failure here is batch-level: the whole batch goes to quarantine.
+    """
+    expected = {**columns, **LINEAGE}
+    exps.append(
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=[*expected, *derived],
+            exact_match=True,
+            description="The batch has exactly the dataset's columns (a schema break quarantines it whole).",
+        )
+    )
+    for column, kind in expected.items():
+        types = DTYPES.get(kind)
+        if types and len(types) == 1:
+            # ExpectColumnValuesToBeInTypeList does not match pandas' str dtype; OfType does.
+            exps.append(gxe.ExpectColumnValuesToBeOfType(column=column, type_=types[0]))
+        elif types:
+            exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=types))
+
+
+def add_time_range(exps: list, column: str, params: dict, **kwargs) -> None:
+    """Timestamps between EARLIEST and the validation time (nothing from the future)."""
+    exps.append(
+        gxe.ExpectColumnValuesToBeBetween(
+            column=column, min_value=EARLIEST, max_value=params_now(params), **kwargs
+        )
+    )
+
+
+def flag(expectation):
+    """Make an expectation flag-only: shown as a warning in Data Docs, rows counted, not quarantined."""
+    expectation.severity = "warning"
+    expectation.meta = {**(expectation.meta or {}), "action": FLAG}
+    return expectation
+
+
+def key_is_unique(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
+    """True where no other row of the same batch shares the natural key."""
+    return ~frame.duplicated([*key, "batch_id"], keep=False).to_numpy()
+
+
+def add_key_unique(exps: list, key: list[str]) -> None:
+    exps.append(
+        gxe.ExpectColumnValuesToBeInSet(
+            column="check__key_unique_in_batch",
+            value_set=[True],
+            description=f"No two rows of one batch share ({', '.join(key)}) with different values "
+            "(exact copies are collapsed before validation).",
+        )
+    )
+
+
+def users_known(ids: pd.Series, known: np.ndarray) -> np.ndarray:
+    """True where the id is missing (no user on that side) or is a user the lake accepted."""
+    values = ids.to_numpy(dtype="float64", na_value=np.nan)
+    present = ~np.isnan(values)
+    result = np.ones(len(values), dtype=bool)
+    result[present] = np.isin(values[present].astype(np.int64), known)
+    return result

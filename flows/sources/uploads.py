@@ -1,0 +1,210 @@
+"""User OHLC uploads (CSV or JSON) read into the raw kline schema and landed with source=upload."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flows.errors import LakehouseError
+from flows.lake import land_frame
+from flows.schemas import INTERVAL_MS, KLINE_KEY, cast_klines
+from flows.settings import KLINE_INTERVALS, SYMBOL_PATTERN, Settings
+from flows.sources import LandResult
+from flows.sources.binance_rest import RAW_FIELDS
+
+REQUIRED = ("open_time", "open", "high", "low", "close", "volume")
+# Accepted spellings per raw column, compared after lower-casing and turning spaces into "_".
+ALIASES: dict[str, tuple[str, ...]] = {
+    "open_time": ("open_time", "timestamp", "time", "date", "datetime", "ts", "kline_open_time"),
+    "open": ("open", "o"),
+    "high": ("high", "h"),
+    "low": ("low", "l"),
+    "close": ("close", "c"),
+    "volume": ("volume", "vol", "v", "base_volume"),
+    "close_time": ("close_time",),
+    "quote_volume": ("quote_volume", "quote_asset_volume", "quote_av"),
+    "num_trades": ("num_trades", "trades", "number_of_trades", "count"),
+    "taker_buy_base_volume": (
+        "taker_buy_base_volume",
+        "taker_buy_volume",
+        "taker_buy_base_asset_volume",
+        "tb_base_av",
+    ),
+    "taker_buy_quote_volume": (
+        "taker_buy_quote_volume",
+        "taker_buy_quote_asset_volume",
+        "tb_quote_av",
+    ),
+}
+UPLOAD_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]{2,20})-(?P<interval>\d+(?:mo|s|m|h|d|w|M))(?:[-_.].*)?$")
+
+
+def parse_upload_name(name: str) -> tuple[str, str]:
+    """SYMBOL-INTERVAL[-anything].csv|json -> (symbol, interval); archive names fit as well."""
+    match = UPLOAD_NAME.match(Path(name).stem)
+    interval = match["interval"] if match else None
+    interval = "1M" if interval == "1mo" else interval
+    if not match or interval not in KLINE_INTERVALS:
+        raise LakehouseError(
+            f"{name} does not name its symbol and interval; call it SYMBOL-INTERVAL[-anything]"
+            ".csv or .json, e.g. BTCUSDT-1m-october.csv"
+        )
+    return match["symbol"].upper(), interval
+
+
+def _binance_rows(rows: list) -> pd.DataFrame:
+    width = len(rows[0])
+    if width not in (11, 12) or any(len(r) != width for r in rows):
+        raise ValueError("rows of Binance arrays must all have 12 fields")
+    return pd.DataFrame(rows, columns=list(RAW_FIELDS[:width]))
+
+
+def read_upload(path: Path) -> pd.DataFrame:
+    """CSV (with a header, or headerless in Binance's 12-column layout) or JSON as a frame."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            data = path.read_bytes()
+            first = data.split(b"\n", 1)[0].split(b",")[0].strip().strip(b'"')
+            if first.isdigit():
+                rows = pd.read_csv(io.BytesIO(data), header=None, dtype=str)
+                return _binance_rows(rows.values.tolist())
+            return pd.read_csv(io.BytesIO(data), dtype=str, skipinitialspace=True)
+        if suffix == ".json":
+            doc = json.loads(path.read_text())
+            if isinstance(doc, dict):
+                doc = next((doc[k] for k in ("data", "klines", "rows") if k in doc), None)
+            if not isinstance(doc, list) or not doc:
+                raise ValueError("expected a non-empty list of candles (objects or 12-field arrays)")
+            if all(isinstance(r, list) for r in doc):
+                return _binance_rows(doc)
+            if all(isinstance(r, dict) for r in doc):
+                return pd.DataFrame.from_records(doc)
+            raise ValueError("mixes objects and arrays")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LakehouseError(f"{path.name} could not be read as {suffix[1:]}: {detail}") from exc
+    raise LakehouseError(f"{path.name}: uploads are .csv or .json files")
+
+
+def standard_columns(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    lookup = {str(c).strip().lower().replace(" ", "_"): c for c in frame.columns}
+    picked = {}
+    for column, aliases in ALIASES.items():
+        found = next((lookup[a] for a in aliases if a in lookup), None)
+        if found is not None:
+            picked[column] = frame[found]
+    missing = [c for c in REQUIRED if c not in picked]
+    if missing:
+        shown = ["timestamp" if c == "open_time" else c for c in missing]
+        raise LakehouseError(
+            f"{name} lacks column(s) {', '.join(shown)}; an upload needs timestamp, open, high, "
+            "low, close, volume (other Binance kline columns are used when present)"
+        )
+    return pd.DataFrame(picked)
+
+
+def parse_times(values: pd.Series, name: str, column: str) -> pd.Series:
+    """Epoch s/ms/µs (by magnitude) or ISO text -> UTC ms timestamps; naive text is UTC."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().all():
+        top = float(numbers.abs().max()) if len(numbers) else 0
+        unit = "us" if top >= 1e14 else "ms" if top >= 1e11 else "s"
+        return pd.to_datetime(numbers.astype("int64"), unit=unit, utc=True)
+    parsed = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+    bad = parsed.isna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise LakehouseError(
+            f"{name} row {row + 1}: {column} {values.iloc[row]!r} is not a time "
+            "(use epoch ms or ISO 8601, e.g. 2026-10-01T00:00:00Z)"
+        )
+    return parsed
+
+
+def to_upload_klines(
+    frame: pd.DataFrame, name: str, market: str, symbol: str, interval: str, now_ms: int
+) -> tuple[pd.DataFrame, dict]:
+    """The raw kline schema from an upload frame; refuses it whole on a bad value."""
+    columns = standard_columns(frame, name)
+    if columns.empty:
+        raise LakehouseError(f"{name} has no candles, only a header")
+    out = pd.DataFrame(index=columns.index)
+    out["open_time"] = parse_times(columns["open_time"], name, "timestamp")
+    for column in columns.columns.drop("open_time"):
+        if column == "close_time":
+            continue
+        values = pd.to_numeric(columns[column], errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise LakehouseError(
+                f"{name} row {row + 1}: {column} {columns[column].iloc[row]!r} is not a number"
+            )
+        out[column] = values
+    filled = []
+    if "close_time" in columns:
+        out["close_time"] = parse_times(columns["close_time"], name, "close_time")
+    else:
+        filled.append("close_time")
+        if interval == "1M":
+            out["close_time"] = out["open_time"] + pd.DateOffset(months=1) - pd.Timedelta(1, "ms")
+        else:
+            out["close_time"] = out["open_time"] + pd.Timedelta(INTERVAL_MS[interval] - 1, "ms")
+    # Unknown extras stay unknown (NaN); the trade count is an integer column, so 0.
+    for column in ("quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume"):
+        if column not in out:
+            filled.append(column)
+            out[column] = np.nan
+    if "num_trades" not in out:
+        filled.append("num_trades")
+        out["num_trades"] = 0
+    out["num_trades"] = out["num_trades"].round().astype("int64")
+    out = out.assign(market=market, symbol=symbol, interval=interval)
+    closed = out["close_time"] < pd.Timestamp(now_ms, unit="ms", tz="UTC")
+    facts = {"rows": len(out), "open_skipped": int((~closed).sum()), "filled": filled}
+    return cast_klines(out[closed]), facts
+
+
+def land_upload(
+    path: Path,
+    settings: Settings,
+    *,
+    symbol: str,
+    interval: str,
+    market: str | None = None,
+    now_ms: int | None = None,
+) -> LandResult:
+    """Read, check and land one upload as source=upload (the raw gate validates it next)."""
+    path = Path(path)
+    symbol = symbol.upper()
+    market = market or settings.market
+    if not SYMBOL_PATTERN.match(symbol):
+        raise LakehouseError(f"--symbol {symbol!r} is not a Binance symbol (e.g. BTCUSDT)")
+    if interval not in KLINE_INTERVALS:
+        raise LakehouseError(f"--interval {interval!r} is not one of {', '.join(KLINE_INTERVALS)}")
+    if market not in ("spot", "usdm"):
+        raise LakehouseError(f"--market {market!r} is not spot or usdm")
+    if not path.is_file():
+        raise LakehouseError(f"{path} is not a file; give a .csv or .json upload")
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    klines, facts = to_upload_klines(read_upload(path), path.name, market, symbol, interval, now_ms)
+    refs = land_frame(
+        klines,
+        settings.lake_dir,
+        source="upload",
+        dataset="klines",
+        key_columns=KLINE_KEY,
+        date_column="open_time",
+        partition_columns=("symbol", "interval"),
+        zone="landing",
+    )
+    facts.update(file=path.name, landed=len(klines), market=market)
+    return LandResult(refs={"klines": refs}, notes={"upload": facts})

@@ -1,0 +1,135 @@
+"""`lakehouse serve` for real: a Prefect server on 127.0.0.1, the deployments, one refresh run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows.lake import current_snapshot, list_snapshots
+from flows.settings import PROJECT_ROOT
+
+BIN = Path(sys.executable).parent
+# Guards against a hang, not assertions about speed: a busy 2-core machine needs minutes here.
+STARTUP_LIMIT = 600
+RUN_LIMIT = 1200
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(check, limit: float, what: str, process: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"`lakehouse serve` exited ({process.returncode}) before {what}:\n{log.read_text()}")
+        with contextlib.suppress(httpx.HTTPError):
+            value = check()
+            if value:
+                return value
+        time.sleep(1)
+    pytest.fail(f"gave up waiting for {what}:\n{log.read_text()[-5000:]}")
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """`lakehouse serve` on a free port with its own PREFECT_HOME and a two-symbol, two-day lake."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LAKEHOUSE_"))}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        LAKEHOUSE_LAKE_DIR=str(tmp_path / "lake"),
+        LAKEHOUSE_GX_DIR=str(tmp_path / "gx"),
+        LAKEHOUSE_SOURCE="synthetic",
+        LAKEHOUSE_SYMBOLS="BTCUSDT,ETHUSDT",
+        LAKEHOUSE_START="2026-10-01",
+        LAKEHOUSE_END="2026-10-03",
+    )
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [str(BIN / "lakehouse"), "serve", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        yield api, env, tmp_path / "lake", process, log
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        assert not port_open(port), "the Prefect server outlived `lakehouse serve`"
+
+
+def test_refresh_deployment_runs_from_the_cli_and_publishes_a_snapshot(served):
+    api, env, lake, process, log = served
+
+    def deployment(name: str):
+        response = httpx.get(f"{api}/deployments/name/lakehouse/{name}", timeout=10)
+        return response.json() if response.status_code == 200 else None
+
+    names = ("refresh", "incremental", "backfill", "synthetic", "stream")
+
+    def all_registered():
+        found = {name: deployment(name) for name in names}
+        return found if all(found.values()) else None
+
+    registered = wait_until(all_registered, STARTUP_LIMIT, "every deployment registered", process, log)
+    assert {d["name"] for d in registered.values()} == set(names)
+    assert registered["refresh"]["entrypoint"] == "flows/pipeline.py:refresh"
+    assert registered["backfill"]["parameter_openapi_schema"]["required"] == [
+        "symbols",
+        "interval",
+        "start",
+        "end",
+    ]
+    assert current_snapshot(lake) is None
+
+    started = subprocess.run(
+        [str(BIN / "prefect"), "deployment", "run", "lakehouse/refresh"],
+        env={**env, "PREFECT_API_URL": api},
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", started.stdout).group(1)
+
+    def finished():
+        run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+        return run if run["state_type"] in TERMINAL else None
+
+    run = wait_until(finished, RUN_LIMIT, "the refresh run to finish", process, log)
+    assert run["state_type"] == "COMPLETED", log.read_text()[-5000:]
+    snapshot = current_snapshot(lake)
+    assert list_snapshots(lake) == [snapshot]
+    assert (lake / "marts" / snapshot / "fct_klines_hourly.parquet").is_file()

@@ -1,0 +1,392 @@
+"""The dbt project built on small hand-made lakes: exact rollups, precedence, repairs, empty sources, incremental."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from flows.lake import land_frame, to_arrow, write_parquet_atomic
+from flows.schemas import KLINE_KEY
+from flows.settings import load_settings
+from flows.transform import build_marts, warehouse_path
+
+FIRST_LOAD = datetime(2026, 11, 1, tzinfo=UTC)
+SECOND_LOAD = datetime(2026, 11, 1, 2, tzinfo=UTC)
+KLINE_MODELS = "int_klines_unioned fct_klines_hourly fct_klines_daily"
+
+
+def candles(symbol: str, start: str, periods: int, base: float, interval: str = "1m") -> pd.DataFrame:
+    """Deterministic candles: a slow saw-tooth price, volumes that vary by minute."""
+    step = pd.Timedelta(interval.replace("m", "min"))
+    open_time = pd.date_range(start, periods=periods, freq=step, tz="UTC")
+    i = np.arange(periods)
+    open_ = base + (i % 50) * 0.5
+    close = open_ + np.where(i % 3 == 0, 0.25, -0.25)
+    volume = 1.0 + (i % 7)
+    return pd.DataFrame(
+        {
+            "market": "spot",
+            "symbol": symbol,
+            "interval": interval,
+            "open_time": open_time,
+            "close_time": open_time + step - pd.Timedelta(milliseconds=1),
+            "open": open_,
+            "high": np.maximum(open_, close) + 0.5,
+            "low": np.minimum(open_, close) - 0.5,
+            "close": close,
+            "volume": volume,
+            "quote_volume": volume * close,
+            "num_trades": (10 + i % 5).astype("int64"),
+            "taker_buy_base_volume": volume / 2,
+            "taker_buy_quote_volume": volume * close / 2,
+        }
+    )
+
+
+def land_klines(lake: Path, frame: pd.DataFrame, source: str, at: datetime) -> None:
+    land_frame(
+        frame,
+        lake,
+        source=source,
+        dataset="klines",
+        key_columns=KLINE_KEY,
+        date_column="open_time",
+        partition_columns=("symbol", "interval"),
+        zone="raw",
+        ingested_at=at,
+    )
+
+
+def land_activity(lake: Path) -> None:
+    users = pd.DataFrame(
+        {
+            "user_id": [1, 2, 3],
+            "wallet_address": ["0x01", "0x02", "0x03"],
+            "registered_at": pd.to_datetime(
+                ["2026-09-01T00:00", "2026-09-15T00:00", "2026-10-01T12:00"], utc=True
+            ),
+            "last_login_at": pd.to_datetime(
+                ["2026-10-02T00:00", "2026-10-01T00:00", "2026-10-02T00:00"], utc=True
+            ),
+            "account_balance_usd": [50.0, 5_000.0, -3.0],
+            "country": ["DE", "US", None],
+            "device_type": ["ios", "web", "android"],
+            "vip_tier": [0, 2, 1],
+            "kyc_level": [1, 2, 0],
+            "is_active": [True, True, False],
+        }
+    )
+    land_frame(
+        users,
+        lake,
+        source="synthetic",
+        dataset="users",
+        key_columns=("user_id",),
+        date_column="registered_at",
+        zone="raw",
+        ingested_at=FIRST_LOAD,
+    )
+    transactions = pd.DataFrame(
+        {
+            "tx_id": [1, 2, 3, 4],
+            "occurred_at": pd.to_datetime(
+                ["2026-10-01T03:07:40", "2026-10-01T04:00:01", "2026-10-02T08:00:00", "2026-10-02T09:30:00"],
+                utc=True,
+            ),
+            "from_user_id": [1, 2, -1, 1],
+            "to_user_id": [2, 3, 3, -1],
+            "from_address": ["0x01", "0x02", "0xff", "0x01"],
+            "to_address": ["0x02", "0x03", "0x03", "0xfe"],
+            "tx_type": ["trade", "futures", "deposit", "withdrawal"],
+            "token_symbol": ["BTC", "ETH", "USDT", "BTC"],
+            "amount": [2.0, 3.0, 100.0, 0.5],
+            "fee": [0.01, 1.5, 0.0, None],
+            "fee_token": ["BTC", "USDT", "USDT", "BTC"],
+            "leverage": [0, 400, 0, 0],
+            "status": ["completed", "completed", "completed", "failed"],
+        }
+    )
+    land_frame(
+        transactions,
+        lake,
+        source="synthetic",
+        dataset="transactions",
+        key_columns=("tx_id",),
+        date_column="occurred_at",
+        zone="raw",
+        ingested_at=FIRST_LOAD,
+    )
+    minutes = pd.date_range("2026-10-01", periods=3 * 1440, freq="1min", tz="UTC")
+    hour = minutes.hour.to_numpy()
+    network = pd.DataFrame(
+        {
+            "observed_at": minutes,
+            "gas_price_gwei": 20.0 + 5 * np.sin(hour / 24 * 2 * np.pi),
+            "tps": 15.0,
+            "block_time_s": 12.0,
+            "difficulty": 1e15,
+            "hashrate": 1e12,
+        }
+    )
+    network.loc[10, "gas_price_gwei"] = -1.0  # a sensor error staging nulls and carries forward
+    land_frame(
+        network,
+        lake,
+        source="synthetic",
+        dataset="network",
+        key_columns=("observed_at",),
+        date_column="observed_at",
+        zone="raw",
+        ingested_at=FIRST_LOAD,
+    )
+    gate = pd.DataFrame(
+        {
+            "run_id": ["20261101T000000000000Z"],
+            "validated_at": [pd.Timestamp(FIRST_LOAD)],
+            "gate": ["raw"],
+            "dataset": ["synthetic/klines"],
+            "batches": [4],
+            "rows_accepted": [5760],
+            "rows_quarantined": [2],
+            "expectations_evaluated": [12],
+            "expectations_failed": [1],
+            "failed_expectations": ["expect_column_values_to_be_between(volume)"],
+            "success": [False],
+        }
+    )
+    write_parquet_atomic(
+        to_arrow(gate), lake / "quality" / "gate_runs" / "date=2026-11-01" / "run-raw.parquet"
+    )
+
+
+def first_lake(lake: Path) -> dict[str, pd.DataFrame]:
+    """Two synthetic 1m symbols for two days with known defects, one REST override, hourly SOL."""
+    btc = candles("BTCUSDT", "2026-10-01", 2 * 1440, 100.0)
+    eth = candles("ETHUSDT", "2026-10-01", 2 * 1440, 50.0)
+    btc = btc[btc["open_time"] != pd.Timestamp("2026-10-01T10:30", tz="UTC")]  # a gap
+    btc.loc[btc["open_time"] == pd.Timestamp("2026-10-01T07:00", tz="UTC"), "high"] = 1.0
+    eth.loc[eth["open_time"] == pd.Timestamp("2026-10-01T12:00", tz="UTC"), "volume"] = -5.0
+    land_klines(lake, pd.concat([btc, eth]), "synthetic", FIRST_LOAD)
+    # The first ten minutes landed again later with other prices: the later copy must win.
+    relanded = candles("BTCUSDT", "2026-10-01", 10, 300.0)
+    land_klines(lake, relanded, "synthetic", FIRST_LOAD.replace(minute=5))
+    rest = candles("BTCUSDT", "2026-10-01T05:59", 1, 700.0)
+    land_klines(lake, rest, "binance", FIRST_LOAD)
+    sol = candles("SOLUSDT", "2026-10-01", 48, 20.0, interval="1h")
+    land_klines(lake, sol, "archive", FIRST_LOAD)
+    land_activity(lake)
+    return {"btc": btc, "eth": eth, "relanded": relanded, "rest": rest, "sol": sol}
+
+
+def query(settings, sql: str) -> pd.DataFrame:
+    with duckdb.connect(str(warehouse_path(settings)), read_only=True) as con:
+        return con.execute(sql).df()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    lake = tmp_path_factory.mktemp("lake")
+    settings = load_settings(lake_dir=lake, gx_dir=lake / "gx")
+    frames = first_lake(lake)
+    result = build_marts(settings)
+    return settings, frames, result
+
+
+def expected_btc_minutes(frames) -> pd.DataFrame:
+    """What staging and precedence should leave of BTC's 1m candles, built independently."""
+    btc = frames["btc"].set_index("open_time")
+    for frame in (frames["relanded"], frames["rest"]):
+        btc.loc[frame["open_time"].to_numpy(), frame.columns.drop("open_time")] = frame.set_index("open_time")
+    btc["high"] = btc[["open", "high", "close"]].max(axis=1)
+    btc["low"] = btc[["open", "low", "close"]].min(axis=1)
+    return btc.reset_index()
+
+
+def test_build_runs_every_model_and_test(built):
+    _, _, result = built
+    assert result.models >= 30
+    assert result.tests >= 100
+
+
+def test_hourly_rollup_equals_independent_rollup_of_the_minutes(built):
+    settings, frames, _ = built
+    minutes = expected_btc_minutes(frames)
+    minutes["hour"] = minutes["open_time"].dt.floor("h")
+    expected = (
+        minutes.sort_values("open_time")
+        .groupby("hour")
+        .agg(
+            open=("open", "first"),
+            high=("high", "max"),
+            low=("low", "min"),
+            close=("close", "last"),
+            volume=("volume", "sum"),
+            quote_volume=("quote_volume", "sum"),
+            num_trades=("num_trades", "sum"),
+            candle_count=("open", "size"),
+        )
+    )
+    actual = query(
+        settings,
+        "select * from marts.fct_klines_hourly where symbol = 'BTCUSDT' order by open_time",
+    ).set_index("open_time")
+    assert len(actual) == 48
+    for column in ["open", "high", "low", "close", "num_trades", "candle_count"]:
+        assert actual[column].tolist() == expected[column].tolist(), column
+    assert np.allclose(actual["volume"], expected["volume"], rtol=1e-12)
+    assert np.allclose(actual["vwap"], expected["quote_volume"] / expected["volume"], rtol=1e-12)
+    returns = expected["close"] / expected["close"].shift() - 1
+    assert np.allclose(actual["simple_return"].iloc[1:], returns.iloc[1:], rtol=1e-12)
+    assert np.isnan(actual["simple_return"].iloc[0])
+    # The REST candle at 05:59 outranks the synthetic one and closes the 05:00 hour.
+    assert actual.loc["2026-10-01 05:00:00+00:00", "close"] == frames["rest"]["close"].iloc[0]
+    # The gap at 10:30 leaves 59 candles and an incomplete hour; full hours are complete.
+    assert actual.loc["2026-10-01 10:00:00+00:00", "candle_count"] == 59
+    assert not actual.loc["2026-10-01 10:00:00+00:00", "is_complete"]
+    assert actual.loc["2026-10-01 11:00:00+00:00", "is_complete"]
+
+
+def test_daily_rollup_from_hourly_candles_when_no_minutes(built):
+    settings, frames, _ = built
+    sol = frames["sol"]
+    daily = query(
+        settings,
+        "select * from marts.fct_klines_daily where symbol = 'SOLUSDT' order by open_time",
+    )
+    first_day = sol.iloc[:24]
+    assert daily["source_interval"].tolist() == ["1h", "1h"]
+    assert daily["candle_count"].tolist() == [24, 24]
+    assert daily["is_complete"].tolist() == [True, True]
+    assert daily["open"].iloc[0] == first_day["open"].iloc[0]
+    assert daily["close"].iloc[0] == first_day["close"].iloc[-1]
+    assert daily["high"].iloc[0] == first_day["high"].max()
+    assert daily["volume"].iloc[0] == pytest.approx(first_day["volume"].sum(), rel=1e-12)
+
+
+def test_staging_counts_every_repair_drop_and_duplicate(built):
+    settings, _, _ = built
+    repairs = query(
+        settings,
+        "select model_name, rule_name, affected_rows from marts.fct_staging_repairs "
+        "order by model_name, rule_name",
+    )
+    counts = {(r.model_name, r.rule_name): r.affected_rows for r in repairs.itertuples()}
+    assert counts[("stg_synthetic__klines", "duplicates_collapsed")] == 10
+    assert counts[("stg_synthetic__klines", "ohlc_bounds_repaired")] == 1
+    assert counts[("stg_synthetic__klines", "dropped")] == 1
+    assert counts[("stg_synthetic__users", "balance_negative_zeroed")] == 1
+    assert counts[("stg_synthetic__users", "country_imputed")] == 1
+    assert counts[("stg_synthetic__transactions", "leverage_capped")] == 1
+    assert counts[("stg_synthetic__transactions", "fee_imputed")] == 1
+    assert counts[("stg_synthetic__network", "out_of_range_nulled")] == 1
+    completeness = query(
+        settings,
+        "select symbol, candle_date, missing_candles from marts.fct_candle_completeness "
+        "where missing_candles > 0 order by symbol",
+    )
+    assert completeness.values.tolist() == [
+        ["BTCUSDT", pd.Timestamp("2026-10-01"), 1],
+        ["ETHUSDT", pd.Timestamp("2026-10-01"), 1],
+    ]
+
+
+def test_transactions_are_priced_at_the_minute_close(built):
+    settings, frames, _ = built
+    tx = query(settings, "select * from marts.fct_transactions order by tx_id").set_index("tx_id")
+    btc = expected_btc_minutes(frames).set_index("open_time")
+    eth = frames["eth"].set_index("open_time")
+    btc_0307 = btc.loc[pd.Timestamp("2026-10-01T03:07", tz="UTC"), "close"]
+    eth_0400 = eth.loc[pd.Timestamp("2026-10-01T04:00", tz="UTC"), "close"]
+    assert tx.loc[1, "amount_usd"] == pytest.approx(2.0 * btc_0307, rel=1e-12)
+    assert tx.loc[1, "fee_usd"] == pytest.approx(0.01 * btc_0307, rel=1e-12)
+    assert tx.loc[2, "amount_usd"] == pytest.approx(3.0 * eth_0400, rel=1e-12)
+    assert tx.loc[2, "leverage"] == 125
+    assert tx.loc[3, "amount_usd"] == 100.0
+    assert tx["price_source"].tolist() == ["kline_1m", "kline_1m", "stablecoin", "kline_1m"]
+    users = query(settings, "select user_id, segment, account_balance_usd, country from marts.dim_users")
+    users = users.set_index("user_id")
+    assert users.loc[3, "account_balance_usd"] == 0.0
+    assert users.loc[3, "country"] == "unknown"
+    assert set(users["segment"]) <= {
+        "no_activity",
+        "champions",
+        "loyal",
+        "promising",
+        "at_risk",
+        "hibernating",
+        "needs_attention",
+    }
+
+
+def test_python_models_and_quality_runs_are_built(built):
+    settings, _, _ = built
+    gas = query(settings, "select * from marts.fct_gas_price_decomposition")
+    assert len(gas) == 72
+    assert np.allclose(gas["trend"] + gas["seasonal"] + gas["residual"], gas["gas_price_gwei"])
+    coint = query(settings, "select * from marts.fct_pairs_cointegration order by symbol_a, symbol_b")
+    # Two days of common hours: only the window ending 2026-10-03 holds the 48 hours needed.
+    assert coint[["symbol_a", "symbol_b", "observations"]].values.tolist() == [
+        ["BTCUSDT", "ETHUSDT", 48],
+        ["BTCUSDT", "SOLUSDT", 48],
+        ["ETHUSDT", "SOLUSDT", 48],
+    ]
+    assert ((coint["p_value"] >= 0) & (coint["p_value"] <= 1)).all()
+    runs = query(settings, "select * from marts.fct_data_quality_runs")
+    assert runs[["gate", "rows_quarantined", "expectations_failed"]].values.tolist() == [["raw", 2, 1]]
+
+
+def test_missing_sources_give_empty_typed_relations(built):
+    settings, _, _ = built
+    columns = query(
+        settings,
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = 'staging' and table_name = 'stg_upload__klines' "
+        "order by ordinal_position",
+    )
+    types = dict(zip(columns["column_name"], columns["data_type"], strict=True))
+    assert types["opened_at"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["close_price"] == "DOUBLE"
+    assert types["num_trades"] == "BIGINT"
+    assert query(settings, "select count(*) as n from staging.stg_upload__klines")["n"][0] == 0
+
+
+def test_incremental_build_equals_full_refresh(built):
+    settings, frames, _ = built
+    lake = settings.lake_dir
+    # A new hour for both symbols, and a late REST correction of an old BTC candle.
+    new_hour = pd.concat(
+        [candles("BTCUSDT", "2026-10-03", 60, 130.0), candles("ETHUSDT", "2026-10-03", 60, 60.0)]
+    )
+    land_klines(lake, new_hour, "synthetic", SECOND_LOAD)
+    correction = candles("BTCUSDT", "2026-10-02T10:15", 1, 900.0)
+    land_klines(lake, correction, "binance", SECOND_LOAD)
+    tables = ["intermediate.int_klines_unioned", "marts.fct_klines_hourly", "marts.fct_klines_daily"]
+    order = {
+        "intermediate.int_klines_unioned": "market, symbol, kline_interval, opened_at",
+        "marts.fct_klines_hourly": "market, symbol, open_time",
+        "marts.fct_klines_daily": "market, symbol, open_time",
+    }
+    build_marts(settings, select=KLINE_MODELS)
+    incremental = {t: query(settings, f"select * from {t} order by {order[t]}") for t in tables}
+    build_marts(settings, select=KLINE_MODELS, full_refresh=True)
+    full = {t: query(settings, f"select * from {t} order by {order[t]}") for t in tables}
+    for table in tables:
+        pd.testing.assert_frame_equal(incremental[table], full[table], check_exact=True)
+    hourly = incremental["marts.fct_klines_hourly"].set_index(["symbol", "open_time"])
+    assert hourly.loc[("BTCUSDT", pd.Timestamp("2026-10-03", tz="UTC")), "candle_count"] == 60
+    assert hourly.loc[("BTCUSDT", pd.Timestamp("2026-10-02T10:00", tz="UTC")), "high"] >= 900.0
+
+
+def test_binance_only_lake_builds_with_empty_synthetic_marts(tmp_path):
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    land_klines(settings.lake_dir, candles("BTCUSDT", "2026-10-01", 1440, 100.0), "binance", FIRST_LOAD)
+    build_marts(settings)
+    hourly = query(settings, "select count(*) as n from marts.fct_klines_hourly")["n"][0]
+    users = query(settings, "select count(*) as n from marts.dim_users")["n"][0]
+    network = query(settings, "select count(*) as n from marts.fct_gas_price_decomposition")["n"][0]
+    assert (hourly, users, network) == (24, 0, 0)

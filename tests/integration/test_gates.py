@@ -1,0 +1,257 @@
+"""Both gates end to end: synthetic defects caught and counted by gate 1; gate 2 blocks bad marts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from flows.lake import current_snapshot, marts_dir, snapshot_path
+from flows.publish import GateFailed, publish_marts
+from flows.quality import data_docs_index, validate_raw
+from flows.settings import load_settings
+from flows.transform import warehouse_path
+
+
+def classify(labels: list[str]) -> str:
+    """The synthetic defect kind a quarantined kline row shows (rules in synthetic.DEFECT_RULES)."""
+    text = " ".join(labels)
+    if "not_be_null(column=close)" in text or "not_be_null(column=volume)" in text:
+        return "missing_values"
+    if "column=volume, min_value" in text:
+        return "out_of_range"
+    if "check__key_unique_in_batch" in text:
+        return "duplicate_keys"
+    if all("column_A=" in label for label in labels):
+        return "invalid_candles"
+    return "other: " + text
+
+
+def flagged(result, fragment: str) -> int:
+    return sum(n for label, n in result.flagged_rows.items() if fragment in label)
+
+
+def test_each_synthetic_defect_is_caught_by_the_right_gate_and_counted(lake_dir, monkeypatch):
+    from flows.sources.synthetic import land_synthetic
+
+    settings = load_settings(
+        lake_dir=lake_dir, symbols="BTCUSDT,ETHUSDT", start="2026-10-01", end="2026-10-03", defect_rate=0.01
+    )
+    landed = land_synthetic(settings, users=300, tx_per_day=2000)
+    defects = landed.notes["defects"]
+    assert (
+        defects == json.loads((lake_dir / "landing" / "_defects" / "synthetic.json").read_text())["defects"]
+    )
+
+    results = {r.dataset.split(".")[1]: r for r in validate_raw(settings)}
+
+    kinds: Counter = Counter()
+    for path in (lake_dir / "quarantine" / "synthetic" / "klines").rglob("*.json"):
+        for labels in json.loads(path.read_text())["row_reasons"].values():
+            kinds[classify(labels)] += 1
+    k = defects["klines"]
+    assert kinds == {
+        "missing_values": k["missing_values"],
+        "out_of_range": k["out_of_range"],
+        "invalid_candles": k["invalid_candles"],
+        "duplicate_keys": 2 * k["duplicate_keys"],  # both rows sharing the key
+    }
+    klines = results["klines"]
+    assert klines.quarantined == sum(kinds.values())
+    assert flagged(klines, "check__wick_ratio") == k["outliers"]
+    # Gaps are missing rows (fct_candle_completeness and gate 2 see them); late rows are valid and
+    # accepted (staging keeps the latest copy): every landed row is accounted for.
+    assert klines.accepted + klines.quarantined + klines.duplicates_collapsed == landed.rows["klines"]
+
+    users, network, tx = results["users"], results["network"], results["transactions"]
+    u = defects["users"]
+    assert users.quarantined == 0
+    assert users.duplicates_collapsed == u["duplicate_rows"]
+    assert (
+        sum(flagged(users, f"not_be_null(column={c})") for c in ("country", "device_type", "wallet_address"))
+        == u["missing_values"]
+    )
+    assert flagged(users, "account_balance_usd, max_value") == u["outliers"]
+    assert flagged(users, "account_balance_usd, min_value") == u["out_of_range"]
+
+    n = defects["network"]
+    assert network.quarantined == 0 and network.duplicates_collapsed == n["duplicate_rows"]
+    assert (
+        flagged(network, "not_be_null(column=gas_price_gwei)") + flagged(network, "not_be_null(column=tps)")
+        == n["missing_values"]
+    )
+    assert flagged(network, "gas_price_gwei, max_value") == n["outliers"]
+    assert flagged(network, "column=tps, min_value") == n["out_of_range"]
+
+    t = defects["transactions"]
+    assert tx.quarantined == t["missing_values"]  # no amount, token or status: unusable
+    assert set(tx.failed_rows) <= {
+        f"expect_column_values_to_not_be_null(column={c})" for c in ("amount", "token_symbol", "status")
+    }
+    assert tx.duplicates_collapsed == t["duplicate_rows"]
+    assert flagged(tx, "column=amount, max_value") == t["outliers"]
+    assert flagged(tx, "column=amount, min_value") == t["out_of_range"]
+    assert tx.accepted + tx.quarantined + tx.duplicates_collapsed == landed.rows["transactions"]
+
+
+# Gate 2 ------------------------------------------------------------------------------------------
+
+HOURLY_FROM_MINUTES = """
+    create or replace table marts.fct_klines_hourly as
+    select market, symbol, date_trunc('hour', opened_at) as open_time,
+        date_trunc('hour', opened_at) + interval 1 hour - interval 1 millisecond as close_time,
+        arg_min(open_price, opened_at) as open, max(high_price) as high, min(low_price) as low,
+        arg_max(close_price, opened_at) as close, sum(volume) as volume,
+        sum(quote_volume) as quote_volume, cast(sum(num_trades) as bigint) as num_trades,
+        sum(taker_buy_base_volume) as taker_buy_base_volume,
+        sum(taker_buy_quote_volume) as taker_buy_quote_volume,
+        sum(quote_volume) / sum(volume) as vwap, cast(null as double) as simple_return,
+        cast(null as double) as log_return, '1m' as source_interval, count(*) as candle_count,
+        60 as expected_candle_count, count(*) = 60 as is_complete,
+    from intermediate.int_klines_unioned
+    group by all
+"""
+
+
+def build_warehouse(settings, hours: int = 48) -> None:
+    """What dbt would leave: 1-minute inputs and the hourly mart rolled up from them."""
+    path = warehouse_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(path)) as con:
+        con.execute("set TimeZone = 'UTC'")
+        con.execute("create schema if not exists intermediate; create schema if not exists marts")
+        con.execute(
+            f"""
+            create or replace table intermediate.int_klines_unioned as
+            select 'spot' as market, symbol, '1m' as kline_interval,
+                timestamptz '2026-10-01 00:00:00+00' + to_minutes(i) as opened_at,
+                100 + i % 7 as open_price, 110 + i % 7 as high_price, 90 + i % 7 as low_price,
+                101 + i % 7 as close_price, 1.0 + i % 3 as volume, 100.0 + i % 5 as quote_volume,
+                cast(10 + i % 4 as bigint) as num_trades, 0.5 as taker_buy_base_volume,
+                50.0 as taker_buy_quote_volume,
+            from range({hours * 60}) as t(i), (values ('BTCUSDT'), ('ETHUSDT')) as s(symbol)
+            """
+        )
+        con.execute(HOURLY_FROM_MINUTES)
+
+
+def hashes(lake_dir: Path) -> dict[str, str]:
+    root = marts_dir(lake_dir)
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+class ValidationPage(HTMLParser):
+    """A Data Docs validation page read as table rows: (failed?, text) per expectation row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[bool, str]] = []
+        self.text: list[str] = []
+        self._row: list[str] | None = None
+        self._failed = False
+
+    def handle_starttag(self, tag, attrs) -> None:
+        if tag == "tr":
+            self._row, self._failed = [], False
+        classes = dict(attrs).get("class") or ""
+        if self._row is not None and "fa-times" in classes:
+            self._failed = True
+
+    def handle_endtag(self, tag) -> None:
+        if tag == "tr" and self._row is not None:
+            self.rows.append((self._failed, " ".join(" ".join(self._row).split())))
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._row is not None:
+            self._row.append(data)
+
+
+def validation_pages(index: Path, fragment: str) -> list[Path]:
+    """Validation result pages the index links (its table is data for a script, so use a regex)."""
+    links = sorted(set(re.findall(r"validations/[^\"'\\]+?\.html", index.read_text())))
+    return [index.parent / link for link in links if fragment in link]
+
+
+def read_page(path: Path) -> ValidationPage:
+    page = ValidationPage()
+    page.feed(path.read_text())
+    return page
+
+
+@pytest.fixture
+def published(settings):
+    build_warehouse(settings)
+    result = publish_marts(settings)
+    assert result.tables == {"fct_klines_hourly": 96}
+    assert all(r.success for r in result.gate)
+    return result
+
+
+def test_gate_2_publishes_valid_marts_atomically(settings, published):
+    assert current_snapshot(settings.lake_dir) == published.snapshot_id
+    assert (snapshot_path(settings.lake_dir, published.snapshot_id) / "fct_klines_hourly.parquet").exists()
+    [gate] = published.gate
+    assert gate.evaluated > 15
+    assert not any(p.name.startswith(".staged") for p in marts_dir(settings.lake_dir).iterdir())
+
+
+def test_a_sudden_drop_fails_gate_2_and_leaves_the_published_snapshot_byte_identical(settings, published):
+    before = hashes(settings.lake_dir)
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute(
+            "delete from marts.fct_klines_hourly where symbol = 'ETHUSDT' or open_time >= '2026-10-02'"
+        )
+
+    with pytest.raises(GateFailed) as failure:
+        publish_marts(settings)
+
+    message = str(failure.value)
+    assert "fct_klines_hourly" in message and "expect_table_row_count_to_be_between(min_value=48)" in message
+    assert "snapshot not published" in message
+    assert hashes(settings.lake_dir) == before
+    assert current_snapshot(settings.lake_dir) == published.snapshot_id
+
+    # The Data Docs site names the failing expectation on the failed validation's page.
+    pages = validation_pages(data_docs_index(settings), "fct_klines_hourly")
+    assert len(pages) == 2  # the passing publish and this failing one
+    newest = read_page(max(pages, key=lambda p: p.parent.name))
+    assert "Status: Failed" in " ".join(" ".join(newest.text).split())
+    failed = [text for is_failed, text in newest.rows if is_failed]
+    assert any(
+        "At least 50% of the 96 rows of the published snapshot" in text and " 24" in text for text in failed
+    )
+    assert not any("Values in high must always be greater" in text for text in failed)
+
+
+def test_duplicate_grain_and_wrong_rollup_fail_gate_2_by_name(settings, published):
+    before = hashes(settings.lake_dir)
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute(
+            "insert into marts.fct_klines_hourly select * from marts.fct_klines_hourly "
+            "where symbol = 'BTCUSDT' and open_time = '2026-10-01 05:00:00+00'"
+        )
+        con.execute(
+            "update marts.fct_klines_hourly set volume = volume + 1 "
+            "where symbol = 'ETHUSDT' and open_time = '2026-10-01 07:00:00+00'"
+        )
+
+    with pytest.raises(GateFailed) as failure:
+        publish_marts(settings)
+
+    message = str(failure.value)
+    assert "expect_compound_columns_to_be_unique(column_list=['market', 'symbol', 'open_time'])" in message
+    assert "check__rollup_volume_error" in message
+    assert "check__rollup_num_trades_error" not in message
+    assert hashes(settings.lake_dir) == before

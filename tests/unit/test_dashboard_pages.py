@@ -1,0 +1,297 @@
+"""Every dashboard page under AppTest, on small snapshots written by the test itself."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.components.v2.component_manager import BidiComponentManager
+from streamlit.testing.v1 import AppTest
+
+from dashboards import data, sample_snapshot, ui
+from flows.lake import snapshot_path, swap_current
+
+APP = Path(data.__file__).parent
+PAGES = APP / "app_pages"
+SNAPSHOT = "20261031T000000000000Z"
+# Charts each page draws on the sample snapshot with the default filters.
+CHARTS = {
+    "overview": 1,
+    "market": 4,
+    "order_flow": 5,
+    "volatility": 4,
+    "pairs": 4,
+    "users": 6,
+    "transactions": 8,
+    "network": 3,
+    "data_quality": 2,
+    "export": 0,
+}
+
+
+@pytest.fixture(autouse=True)
+def no_component_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each new AppTest scans the metadata of every installed package for custom components
+    # (about a second each); these pages use none, so the scan is skipped to keep the file fast.
+    monkeypatch.setattr(BidiComponentManager, "discover_and_register_components", lambda *a, **k: None)
+
+
+@pytest.fixture(scope="module")
+def marts() -> dict[str, pd.DataFrame]:
+    return sample_snapshot.build_marts()
+
+
+@pytest.fixture
+def published(lake_dir: Path, marts: dict[str, pd.DataFrame]) -> Path:
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts=marts)
+    return lake_dir
+
+
+def run_page(name: str) -> AppTest:
+    return AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=60).run()
+
+
+def chart_specs(app: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+
+
+def values(encoded: dict | list) -> list:
+    """Plotly sends numeric arrays as base64 typed arrays; decode them back to a list."""
+    if isinstance(encoded, list):
+        return encoded
+    return np.frombuffer(base64.b64decode(encoded["bdata"]), dtype=encoded["dtype"]).tolist()
+
+
+def texts(elements) -> list[str]:
+    return [element.value for element in elements]
+
+
+@pytest.mark.parametrize("page", list(CHARTS))
+def test_page_renders_its_charts_without_exception(published: Path, page: str) -> None:
+    app = run_page(page)
+    assert not app.exception, texts(app.exception)
+    specs = chart_specs(app)
+    assert len(specs) == CHARTS[page]
+    # Every chart uses the one Binance-yellow template.
+    for spec in specs:
+        assert spec["layout"]["template"]["layout"]["colorway"][0] == "#F0B90B"
+        assert spec["layout"]["template"]["layout"]["paper_bgcolor"] == "#0B0E11"
+    assert app.caption[0].value == f"snapshot {SNAPSHOT}"
+
+
+@pytest.mark.parametrize("page", list(CHARTS))
+def test_page_without_snapshot_shows_the_command_to_run(lake_dir: Path, page: str) -> None:
+    app = run_page(page)
+    assert not app.exception, texts(app.exception)
+    assert texts(app.info) == [ui.NO_SNAPSHOT]
+    assert "`make run`" in ui.NO_SNAPSHOT
+    assert not app.get("plotly_chart")
+
+
+def test_router_opens_overview_and_switches_to_every_page(published: Path) -> None:
+    app = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=60).run()
+    assert not app.exception, texts(app.exception)
+    assert texts(app.title) == ["Overview"]
+    app.switch_page("app_pages/pairs.py").run()
+    assert not app.exception, texts(app.exception)
+    assert texts(app.title) == ["Pairs"]
+
+
+def test_auto_refresh_toggle_runs_and_the_next_run_shows_a_new_publish(published: Path, marts) -> None:
+    app = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=60).run()
+    app.toggle(key="auto_refresh").set_value(True).run()
+    assert not app.exception, texts(app.exception)
+    sample_snapshot.write_snapshot(published, "20261101T000000000000Z", marts=marts)
+    app.run()
+    assert not app.exception, texts(app.exception)
+    assert app.caption[0].value == "snapshot 20261101T000000000000Z"
+
+
+def test_missing_mart_shows_guidance_and_the_rest_of_the_page(
+    lake_dir: Path, marts: dict[str, pd.DataFrame]
+) -> None:
+    partial = {k: v for k, v in marts.items() if k != "fct_gas_price_decomposition"}
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts=partial)
+    app = run_page("network")
+    assert not app.exception, texts(app.exception)
+    assert texts(app.info) == [
+        f"mart `fct_gas_price_decomposition` is not in snapshot {SNAPSHOT}; {data.RUN_HINT}"
+    ]
+    assert len(chart_specs(app)) == 2  # gas price and chain metrics still render
+
+
+def test_missing_column_names_the_column_and_the_command(
+    lake_dir: Path, marts: dict[str, pd.DataFrame]
+) -> None:
+    changed = dict(marts, fct_pairs_hourly=marts["fct_pairs_hourly"].drop(columns="spread_zscore"))
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts=changed)
+    app = run_page("pairs")
+    assert not app.exception, texts(app.exception)
+    assert texts(app.info)[0] == (
+        f"mart `fct_pairs_hourly` in snapshot {SNAPSHOT} has no column spread_zscore; "
+        f"rebuild it: {data.RUN_HINT}"
+    )
+    assert not app.error  # no z-score column, so no z-score alert either
+
+
+def test_empty_mart_shows_the_empty_filter_message(lake_dir: Path, marts: dict[str, pd.DataFrame]) -> None:
+    changed = dict(marts, fct_order_flow_hourly=marts["fct_order_flow_hourly"].head(0))
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts=changed)
+    app = run_page("order_flow")
+    assert not app.exception, texts(app.exception)
+    assert texts(app.info)[:2] == [ui.EMPTY, ui.EMPTY]
+    assert len(chart_specs(app)) == 1  # only the trade-stream latency chart
+
+
+def test_window_filter_changes_the_moving_average(published: Path, marts) -> None:
+    app = run_page("market")
+    assert [m.label for m in app.metric][:2] == ["close", "MA 20"]
+    hourly = marts["fct_klines_hourly"]
+    btc = hourly[(hourly["symbol"] == "BTCUSDT") & (hourly["open_time"] >= "2026-10-01")]
+    assert app.metric[1].value == f"{btc['close'].tail(20).mean():,.2f}"
+    app.slider(key="f_window").set_value(50).run()
+    assert not app.exception
+    assert app.metric[1].label == "MA 50"
+    assert app.metric[1].value == f"{btc['close'].tail(50).mean():,.2f}"
+
+
+def test_symbol_filter_changes_the_series_shown(published: Path) -> None:
+    app = run_page("order_flow")
+    names = {t["name"] for t in chart_specs(app)[0]["data"]}
+    assert names == {"BTCUSDT", "ETHUSDT"}
+    app.multiselect(key="f_symbols").set_value(["BNBUSDT"]).run()
+    assert {t["name"] for t in chart_specs(app)[0]["data"]} == {"BNBUSDT"}
+    app.multiselect(key="f_symbols").set_value([]).run()
+    assert not app.exception
+    assert "Pick at least 1 symbol in the sidebar." in texts(app.info)
+
+
+def test_interval_and_dates_filter_the_candles(published: Path) -> None:
+    app = run_page("market")
+    candles = chart_specs(app)[0]["data"][0]
+    assert candles["type"] == "candlestick"
+    assert len(candles["x"]) == 30 * 24
+    app.radio(key="f_interval").set_value("1d").run()
+    app.date_input(key="f_dates").set_value((date(2026, 10, 3), date(2026, 10, 7))).run()
+    assert not app.exception, texts(app.exception)
+    candles = chart_specs(app)[0]["data"][0]
+    assert [x[:10] for x in candles["x"]] == [f"2026-10-0{d}" for d in range(3, 8)]
+
+
+def test_correlation_heatmap_needs_two_symbols(published: Path) -> None:
+    app = run_page("volatility")
+    heatmap = next(s for s in chart_specs(app) if s["data"][0]["type"] == "heatmap")
+    assert heatmap["data"][0]["x"] == ["BTCUSDT", "ETHUSDT"]
+    app.multiselect(key="f_symbols").set_value(["ETHUSDT"]).run()
+    assert not app.exception
+    assert texts(app.info).count("Pick at least 2 symbols in the sidebar.") == 2
+
+
+def test_zscore_alert_is_shown_first_and_follows_the_threshold(published: Path) -> None:
+    app = run_page("pairs")
+    assert len(app.error) == 1
+    assert app.error[0].value.startswith("z-score alert: BTCUSDT/ETHUSDT spread z-score +3.10 (|z| >= 2)")
+    assert [app.main[0].type, app.main[1].type] == ["title", "error"]  # right under the title
+    app.number_input(key="f_z").set_value(3.5).run()
+    assert not app.error
+
+
+def test_spread_and_price_alerts(published: Path, marts) -> None:
+    app = run_page("overview")
+    app.number_input(key="f_spread").set_value(0.0001).run()
+    app.number_input(key="f_above").set_value(1.0).run()
+    warnings = texts(app.warning)
+    hourly = marts["fct_klines_hourly"]
+    close = hourly[hourly["symbol"] == "BTCUSDT"]["close"].iloc[-1]
+    assert f"price alert: BTCUSDT closed at {close:,.2f}, above 1.00" in warnings
+    assert sum(w.startswith("spread alert: ") for w in warnings) == 3  # every pair's spread
+
+
+def test_publish_while_open_shows_the_new_snapshot(published: Path, marts) -> None:
+    app = run_page("market")
+    newer = "20261101T000000000000Z"
+    sample_snapshot.write_snapshot(published, newer, marts=marts)
+    # The old snapshot is pruned while the page is open.
+    for path in snapshot_path(published, SNAPSHOT).iterdir():
+        path.unlink()
+    snapshot_path(published, SNAPSHOT).rmdir()
+    app.run()
+    assert not app.exception, texts(app.exception)
+    assert app.caption[0].value == f"snapshot {newer}"
+    assert len(chart_specs(app)) == CHARTS["market"]
+
+
+def test_export_counts_and_encodes_the_filtered_rows(published: Path, marts) -> None:
+    app = run_page("export")
+    app.selectbox(key="export_mart").set_value("fct_klines_daily").run()
+    app.date_input(key="f_dates").set_value((date(2026, 10, 2), date(2026, 10, 4))).run()
+    assert not app.exception, texts(app.exception)
+    assert app.get("download_button")[0].proto.label == "Download 6 rows as CSV"
+    app.radio(key="export_format").set_value("parquet").run()
+    assert app.get("download_button")[0].proto.label == "Download 6 rows as parquet"
+
+    args = (SNAPSHOT, "fct_klines_daily", "spot", ("BTCUSDT", "ETHUSDT"))
+    frame = data.export_frame(*args, date(2026, 10, 2), date(2026, 10, 4))
+    daily = marts["fct_klines_daily"]
+    expected = daily[
+        daily["symbol"].isin(["BTCUSDT", "ETHUSDT"]) & daily["open_time"].between("2026-10-02", "2026-10-04")
+    ]
+    assert sorted(zip(frame["symbol"], frame["close"], strict=True)) == sorted(
+        zip(expected["symbol"], expected["close"], strict=True)
+    )
+    from_csv = pd.read_csv(io.BytesIO(data.encode(frame, "CSV")))
+    assert list(from_csv.columns) == list(daily.columns)
+    assert from_csv["close"].tolist() == frame["close"].tolist()
+    from_json = json.loads(data.encode(frame, "JSON"))
+    assert [r["symbol"] for r in from_json] == frame["symbol"].tolist()
+    from_parquet = pd.read_parquet(io.BytesIO(data.encode(frame, "parquet")))
+    pd.testing.assert_frame_equal(from_parquet, frame)
+
+
+def test_export_refuses_a_mart_outside_the_snapshot(published: Path) -> None:
+    with pytest.raises(data.DataUnavailable, match="is not in snapshot"):
+        data.export_frame(SNAPSHOT, 'dim_users"; drop table x; --', None, None, None, None)
+
+
+def test_data_quality_links_to_both_docs_and_lists_quarantine(
+    published: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = run_page("data_quality")
+    links = [(b.proto.label, b.proto.url) for b in app.get("link_button")]
+    assert links == [
+        ("Great Expectations Data Docs", "http://127.0.0.1:8081/index.html"),
+        ("dbt docs (lineage)", "http://127.0.0.1:8080"),
+    ]
+    quarantine = chart_specs(app)[0]["data"][0]
+    assert list(quarantine["x"]) == ["klines"] and values(quarantine["y"]) == [120]
+    monkeypatch.setenv("LAKEHOUSE_DBT_DOCS_URL", "http://127.0.0.1:9999")
+    app = run_page("data_quality")
+    assert app.get("link_button")[1].proto.url == "http://127.0.0.1:9999"
+
+
+def test_marts_with_other_column_names_are_resolved(lake_dir: Path, marts: dict[str, pd.DataFrame]) -> None:
+    renamed = dict(
+        marts,
+        fct_order_flow_hourly=marts["fct_order_flow_hourly"].rename(
+            columns={"cvd_running": "cumulative_volume_delta"}
+        ),
+    )
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts=renamed)
+    app = run_page("order_flow")
+    assert not app.exception and len(chart_specs(app)) == CHARTS["order_flow"]
+
+
+def test_swap_current_alone_switches_what_pages_read(published: Path, marts) -> None:
+    changed = dict(marts, dim_symbols=marts["dim_symbols"].head(1))
+    sample_snapshot.write_snapshot(published, "20261102T000000000000Z", marts=changed, publish=False)
+    app = run_page("export")
+    assert app.get("download_button")[0].proto.label == "Download 2 rows as CSV"
+    swap_current(published, "20261102T000000000000Z")
+    app.run()
+    assert app.get("download_button")[0].proto.label == "Download 1 rows as CSV"

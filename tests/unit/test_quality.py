@@ -1,0 +1,308 @@
+"""Gate 1: each kind of bad kline, user and transaction row is quarantined or flagged as the suite says."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from flows.lake import land_frame
+from flows.quality import validate_raw
+from flows.schemas import KLINE_KEY, cast_klines
+
+T0 = pd.Timestamp("2026-10-01", tz="UTC")
+
+
+def klines(n: int = 120, symbol: str = "BTCUSDT", interval: str = "1m", start=T0, step=None) -> pd.DataFrame:
+    """n valid candles with a gentle random walk."""
+    step = step or pd.Timedelta(minutes=1)
+    rng = np.random.default_rng(7)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, n)))
+    open_ = np.r_[100.0, close[:-1]]
+    opens = pd.date_range(start, periods=n, freq=step)
+    return cast_klines(
+        pd.DataFrame(
+            {
+                "market": "spot",
+                "symbol": symbol,
+                "interval": interval,
+                "open_time": opens,
+                "close_time": opens + step - pd.Timedelta(milliseconds=1),
+                "open": open_,
+                "high": np.maximum(open_, close) * 1.001,
+                "low": np.minimum(open_, close) * 0.999,
+                "close": close,
+                "volume": 10.0,
+                "quote_volume": 1000.0,
+                "num_trades": 5,
+                "taker_buy_base_volume": 4.0,
+                "taker_buy_quote_volume": 400.0,
+            }
+        )
+    )
+
+
+def land_klines(lake_dir, frame: pd.DataFrame, source: str = "binance"):
+    return land_frame(
+        frame,
+        lake_dir,
+        source=source,
+        dataset="klines",
+        key_columns=KLINE_KEY,
+        date_column="open_time",
+        partition_columns=("symbol", "interval"),
+    )
+
+
+def raw_rows(lake_dir, dataset: str = "klines") -> pd.DataFrame:
+    files = sorted((lake_dir / "raw").glob(f"*/{dataset}/**/*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pq.read_table(f, partitioning=None).to_pandas() for f in files], ignore_index=True)
+
+
+def reasons(lake_dir) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((lake_dir / "quarantine").rglob("*.json"))]
+
+
+def quarantined_by(lake_dir) -> dict[str, int]:
+    """Rows per failed expectation over every quarantine reason."""
+    counts: dict[str, int] = {}
+    for reason in reasons(lake_dir):
+        for failure in reason["failed_expectations"]:
+            counts[failure["expectation"]] = counts.get(failure["expectation"], 0) + failure["rows"]
+    return counts
+
+
+def rows_failing(counts: dict[str, int], fragment: str) -> int:
+    """Rows failing the one expectation whose label contains fragment."""
+    [label] = [label for label in counts if fragment in label]
+    return counts[label]
+
+
+def test_bad_kline_rows_are_quarantined_with_reasons_and_the_rest_accepted(settings, lake_dir):
+    frame = klines(60)
+    bad = {
+        3: ("high", 0.5),  # high below open/close/low
+        7: ("volume", -1.0),
+        11: ("taker_buy_base_volume", 50.0),  # taker-buy above volume
+        15: ("close_time", T0 + pd.Timedelta(minutes=15, seconds=30)),  # wrong close_time
+    }
+    for row, (column, value) in bad.items():
+        frame.loc[row, column] = value
+    frame.loc[20, "open_time"] = frame.loc[20, "open_time"] + pd.Timedelta(seconds=1)  # misaligned
+    frame.loc[20, "close_time"] = frame.loc[20, "open_time"] + pd.Timedelta(milliseconds=59_999)
+    frame.loc[25, "close"] = np.nan
+    land_klines(lake_dir, frame)
+
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined) == (54, 6)
+    accepted = raw_rows(lake_dir)
+    assert len(accepted) == 54
+    bad_times = {frame.loc[i, "open_time"] for i in (3, 7, 11, 15, 20, 25)}
+    assert not set(accepted["open_time"]) & bad_times
+    assert list((lake_dir / "landing").rglob("*.parquet")) == []
+    [reason] = reasons(lake_dir)
+    assert reason["rows_quarantined"] == 6 and reason["rows_in_batch"] == 60
+    assert not reason["whole_batch"]
+    failed = quarantined_by(lake_dir)
+    assert rows_failing(failed, "column_A=high, column_B=open") == 1
+    assert rows_failing(failed, "column=volume, min_value") == 1
+    assert rows_failing(failed, "column_A=volume, column_B=taker_buy_base_volume") == 2  # with row 7
+    assert rows_failing(failed, "check__close_time_error_ms") == 1
+    assert rows_failing(failed, "check__open_time_offset_ms") == 1
+    assert failed["expect_column_values_to_not_be_null(column=close)"] == 1
+    # The quarantined rows keep the raw schema, beside their reason.
+    rows = pq.read_table(next((lake_dir / "quarantine").rglob("*.parquet")), partitioning=None)
+    assert rows.num_rows == 6 and rows.schema.field("num_trades").type == "int64"
+
+
+def test_exact_duplicates_collapse_and_conflicting_duplicates_are_quarantined(settings, lake_dir):
+    frame = klines(30)
+    copy = frame.iloc[[4]]
+    conflict = frame.iloc[[9]].assign(volume=99.0, taker_buy_base_volume=1.0)
+    land_klines(lake_dir, pd.concat([frame, copy, conflict], ignore_index=True))
+
+    [result] = validate_raw(settings)
+
+    assert result.duplicates_collapsed == 1
+    assert (result.accepted, result.quarantined) == (29, 2)
+    accepted = raw_rows(lake_dir)
+    assert accepted["open_time"].is_unique and len(accepted) == 29
+    assert frame.loc[9, "open_time"] not in set(accepted["open_time"])
+    assert frame.loc[4, "open_time"] in set(accepted["open_time"])
+    [reason] = reasons(lake_dir)
+    assert sorted(reason["row_reasons"]) == ["0", "1"]
+    assert reason["duplicates_collapsed"] == 1
+
+
+def test_future_and_still_open_candles_are_quarantined(settings, lake_dir):
+    now = pd.Timestamp(datetime.now(UTC)).floor("min")
+    frame = klines(5, start=now + pd.Timedelta(minutes=-2))
+    land_klines(lake_dir, frame)
+
+    [result] = validate_raw(settings)
+
+    # Candles opened 2 and 1 minutes ago are closed; the one open now and later ones are not.
+    assert result.accepted == 2
+    assert result.quarantined == 3
+    assert "check__ms_closed_before_now" in ", ".join(result.failed_expectations)
+
+
+def test_monthly_and_weekly_candles_follow_the_calendar(settings, lake_dir):
+    months = pd.to_datetime(["2026-01-01", "2026-02-01", "2026-03-01"], utc=True)
+    monthly = klines(3, interval="1M")
+    monthly["open_time"] = months.astype("datetime64[ms, UTC]")
+    ends = pd.to_datetime(["2026-02-01", "2026-03-01", "2026-04-01"], utc=True)
+    monthly["close_time"] = (ends - pd.Timedelta(milliseconds=1)).astype("datetime64[ms, UTC]")
+    monthly.loc[2, "close_time"] = (
+        monthly.loc[2, "open_time"] + pd.Timedelta(days=30) - pd.Timedelta(milliseconds=1)
+    )
+    weekly = klines(2, interval="1w", start=pd.Timestamp("2026-09-07", tz="UTC"), step=pd.Timedelta(weeks=1))
+    tuesday = klines(
+        1,
+        symbol="ETHUSDT",
+        interval="1w",
+        start=pd.Timestamp("2026-09-08", tz="UTC"),
+        step=pd.Timedelta(weeks=1),
+    )
+    land_klines(lake_dir, pd.concat([monthly, weekly, tuesday], ignore_index=True))
+
+    [result] = validate_raw(settings)
+
+    accepted = raw_rows(lake_dir)
+    assert sorted(accepted["interval"] + accepted["open_time"].dt.strftime(" %Y-%m-%d")) == [
+        "1M 2026-01-01",
+        "1M 2026-02-01",
+        "1w 2026-09-07",
+        "1w 2026-09-14",
+    ]
+    assert result.quarantined == 2  # March has 31 days; weeks open on Mondays
+
+
+def test_schema_break_quarantines_the_whole_batch_and_spares_its_neighbours(settings, lake_dir):
+    land_klines(lake_dir, klines(10, symbol="BTCUSDT"))
+    land_klines(lake_dir, klines(10, symbol="ETHUSDT").drop(columns=["num_trades"]))
+
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined, result.batches_quarantined) == (10, 10, 1)
+    [reason] = reasons(lake_dir)
+    assert reason["whole_batch"] and reason["partition"]["symbol"] == "ETHUSDT"
+    assert any("expect_table_columns_to_match_set" in f["expectation"] for f in reason["failed_expectations"])
+    assert set(raw_rows(lake_dir)["symbol"]) == {"BTCUSDT"}
+
+
+def test_price_jumps_are_flagged_and_counted_not_quarantined(settings, lake_dir):
+    frame = klines(200)
+    jump = 150
+    frame.loc[jump:, ["open", "high", "low", "close"]] *= 1.5
+    frame.loc[jump, "open"] = frame.loc[jump - 1, "close"]
+    frame.loc[jump, "low"] = frame.loc[jump, "open"] * 0.999
+    land_klines(lake_dir, frame)
+
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined) == (200, 0)
+    assert result.flagged_rows == {
+        "expect_column_values_to_be_between(column=check__price_jump_sigmas, max_value=12.0)": 1
+    }
+    assert result.success
+
+
+def test_transactions_referencing_unknown_users_are_quarantined(settings, lake_dir):
+    from expectations.suites.raw_users import COLUMNS as USER_COLUMNS
+
+    users = pd.DataFrame(
+        {
+            "user_id": np.array([1, 2], dtype=np.int64),
+            "wallet_address": ["0x" + "a" * 40, "0x" + "b" * 40],
+            "registered_at": pd.to_datetime(["2026-09-01", "2026-09-02"], utc=True).astype(
+                "datetime64[ms, UTC]"
+            ),
+            "last_login_at": pd.to_datetime(["2026-10-01", "2026-10-02"], utc=True).astype(
+                "datetime64[ms, UTC]"
+            ),
+            "account_balance_usd": [10.0, 20.0],
+            "country": ["US", "DE"],
+            "device_type": ["ios", "web"],
+            "vip_tier": np.array([0, 1], dtype=np.int64),
+            "kyc_level": np.array([1, 2], dtype=np.int64),
+            "is_active": [True, False],
+        }
+    )[list(USER_COLUMNS)]
+    land_frame(
+        users,
+        lake_dir,
+        source="synthetic",
+        dataset="users",
+        key_columns=["user_id"],
+        date_column="registered_at",
+    )
+    tx = pd.DataFrame(
+        {
+            "tx_id": np.array([10, 11, 12], dtype=np.int64),
+            "occurred_at": pd.to_datetime(["2026-10-03"] * 3, utc=True).astype("datetime64[ms, UTC]"),
+            "from_user_id": pd.array([1, 2, None], dtype="Int64"),
+            "to_user_id": pd.array([2, 3, 1], dtype="Int64"),
+            "from_address": ["0x" + "a" * 40] * 3,
+            "to_address": ["0x" + "b" * 40] * 3,
+            "tx_type": ["transfer", "transfer", "deposit"],
+            "token_symbol": ["BTC", "ETH", "USDT"],
+            "amount": [1.0, 2.0, 3.0],
+            "fee": [0.1, 0.1, 0.1],
+            "fee_token": ["BTC", "ETH", "USDT"],
+            "leverage": pd.array([None, None, None], dtype="Int64"),
+            "status": ["completed", "completed", "pending"],
+        }
+    )
+    land_frame(
+        tx,
+        lake_dir,
+        source="synthetic",
+        dataset="transactions",
+        key_columns=["tx_id"],
+        date_column="occurred_at",
+    )
+
+    results = {r.dataset: r for r in validate_raw(settings)}
+
+    assert (results["synthetic.users"].accepted, results["synthetic.users"].quarantined) == (2, 0)
+    assert (results["synthetic.transactions"].accepted, results["synthetic.transactions"].quarantined) == (
+        2,
+        1,
+    )
+    assert sorted(raw_rows(lake_dir, "transactions")["tx_id"]) == [10, 12]
+    [reason] = reasons(lake_dir)
+    assert reason["failed_expectations"][0]["expectation"].startswith(
+        "expect_column_values_to_be_in_set(column=check__users_known"
+    )
+    # Nullable ids stay int64 in raw (rows are copied from the arrow batch, not via pandas).
+    raw_schema = pq.read_schema(next((lake_dir / "raw").glob("synthetic/transactions/**/*.parquet")))
+    assert raw_schema.field("to_user_id").type == "int64"
+
+
+def test_gate_run_summary_is_recorded_for_the_quality_mart(settings, lake_dir):
+    land_klines(lake_dir, klines(10))
+    validate_raw(settings)
+    [path] = (lake_dir / "quality" / "gate_runs").rglob("*.parquet")
+    row = pq.read_table(path).to_pylist()[0]
+    assert row["gate"] == "raw" and row["dataset"] == "binance.klines"
+    assert (row["rows_accepted"], row["rows_quarantined"], row["success"]) == (10, 0, True)
+    assert row["expectations_evaluated"] > 30
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    ["raw_klines", "raw_users", "raw_transactions", "raw_network", "raw_trades", "raw_exchange_info"],
+)
+def test_every_raw_dataset_has_a_suite(dataset):
+    from expectations.suites import load_suite
+
+    suite = load_suite(dataset, {"now": datetime.now(UTC)})
+    assert suite.name == dataset and len(suite.expectations) > 5
