@@ -18,6 +18,8 @@ $(UV): $(BIN)/python
 $(VENV)/.installed: requirements.lock pyproject.toml $(UV)
 	$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@# Data Docs' scripts and styles come from npm once, at install, so reports render offline.
+	$(BIN)/python -c "from flows.data_docs import vendor_assets; vendor_assets()"
 	touch $@
 
 install: $(VENV)/.installed

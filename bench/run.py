@@ -49,6 +49,7 @@ class Runner:
         self.work = work
         self.env = env
         self.stages: dict[str, list[dict]] = {}
+        self.on_stage = lambda: None
 
     def run(self, name: str, stage: str, lake: Path, *extra: str) -> Measurement:
         args = [stage, "--lake", str(lake), "--scale", self.scale.name, *extra]
@@ -57,6 +58,7 @@ class Runner:
         self.stages.setdefault(name, []).append(result.as_dict())
         status = "ok" if result.ok else f"FAILED: {result.error}"
         log(f"{self.scale.name} {name}: {result.seconds:.1f} s, {result.peak_mb:.0f} MB peak, {status}")
+        self.on_stage()
         return result
 
 
@@ -73,6 +75,27 @@ def run_scale(scale: Scale, work: Path, env: dict[str, str], repeats: int, e2e: 
     started = datetime.now(UTC)
     load_before = os.getloadavg()
     agreement, floor_agreement = [], []
+
+    def summary(complete: bool) -> dict:
+        return {
+            "scale": scale.name,
+            "symbols": scale.symbols,
+            "days": scale.days,
+            "klines": scale.klines,
+            "users": scale.users,
+            "tx_per_day": scale.tx_per_day,
+            "repeats": repeats,
+            "measured_at": started.isoformat(timespec="seconds"),
+            "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in os.getloadavg()],
+            "stages": runner.stages,
+            "agreement": agreement,
+            "floor_agreement": floor_agreement,
+            "complete": complete,
+        }
+
+    # Saved after every stage, so an interrupted run still leaves what it measured.
+    runner.on_stage = lambda: save_result(summary(False))
     for repeat in range(repeats):
         last = repeat == repeats - 1
         lake = work / f"{scale.name}-{repeat}" / "lake"
@@ -116,21 +139,15 @@ def run_scale(scale: Scale, work: Path, env: dict[str, str], repeats: int, e2e: 
         if not (work / "prefect").exists():
             runner.run("prefect_warmup", "prefect_warmup", work / "warmup" / "lake")
         runner.run("e2e", "e2e", work / f"{scale.name}-e2e" / "lake")
-    return {
-        "scale": scale.name,
-        "symbols": scale.symbols,
-        "days": scale.days,
-        "klines": scale.klines,
-        "users": scale.users,
-        "tx_per_day": scale.tx_per_day,
-        "repeats": repeats,
-        "measured_at": started.isoformat(timespec="seconds"),
-        "load_before": [round(x, 2) for x in load_before],
-        "load_after": [round(x, 2) for x in os.getloadavg()],
-        "stages": runner.stages,
-        "agreement": agreement,
-        "floor_agreement": floor_agreement,
-    }
+    return summary(True)
+
+
+def save_result(result: dict) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{result['scale']}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1, default=str))
+    os.replace(tmp, path)
 
 
 def run_extras(env: dict[str, str], work: Path) -> dict:
@@ -202,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in scales:
             scale = SCALES[name]
-            result = run_scale(scale, work, env, args.repeats or scale.repeats, not args.no_e2e)
-            (RESULTS_DIR / f"{name}.json").write_text(json.dumps(result, indent=1, default=str))
+            save_result(run_scale(scale, work, env, args.repeats or scale.repeats, not args.no_e2e))
         if not args.no_extras:
             extras = run_extras(env, work)
             (RESULTS_DIR / "extras.json").write_text(json.dumps(extras, indent=1))

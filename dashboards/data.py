@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import os
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import streamlit as st
 
@@ -316,6 +317,21 @@ def _cached_schema(lake: str, snapshot: str) -> dict[str, list[str]]:
     return {p.stem: list(pq.read_schema(p).names) for p in sorted(folder.glob("*.parquet"))}
 
 
+def _utc_columns(snapshot: str) -> dict[str, set[str]]:
+    return _cached_utc_columns(str(lake_dir()), snapshot)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def _cached_utc_columns(lake: str, snapshot: str) -> dict[str, set[str]]:
+    """Mart name -> its time-zone-aware timestamp columns."""
+    folder = snapshot_path(Path(lake), snapshot)
+    found = {}
+    for path in sorted(folder.glob("*.parquet")):
+        fields = pq.read_schema(path)
+        found[path.stem] = {f.name for f in fields if pa.types.is_timestamp(f.type) and f.type.tz is not None}
+    return found
+
+
 def marts(snapshot: str) -> list[str]:
     return sorted(schema(snapshot))
 
@@ -363,6 +379,8 @@ def _bounds(start: date | None, end: date | None) -> tuple[datetime | None, date
 
 
 def _where(
+    snapshot: str,
+    mart: str,
     cols: dict[str, str],
     market: str | None,
     symbols: tuple[str, ...] | None,
@@ -377,6 +395,10 @@ def _where(
         clauses.append(f"list_contains(?, {_q(cols['symbol'])})")
         params.append(list(symbols))
     low, high = _bounds(start, end)
+    if "time" in cols and cols["time"] in _utc_columns(snapshot).get(mart, ()):
+        # A UTC-aware bound compares exactly with a TIMESTAMPTZ column whatever the session's
+        # time zone; a naive one would be read as local time.
+        low, high = (b.replace(tzinfo=UTC) if b else None for b in (low, high))
     if low is not None and "time" in cols:
         clauses.append(f"{_q(cols['time'])} >= ?")
         params.append(low)
@@ -405,7 +427,7 @@ def table(
     mart, cols = resolve(snapshot, name, wanted, tuple(o for o in (*optional, *filters)))
     shown = [a for a in [*wanted, *optional] if a in cols]
     select = ", ".join(f"{_q(cols[a])} as {_q(a)}" for a in shown)
-    where, params = _where(cols, market, symbols, start, end)
+    where, params = _where(snapshot, mart, cols, market, symbols, start, end)
     ordering = [f"{_q(cols[a])}{' desc' if descending else ''}" for a in order if a in cols]
     sql = f"select {select} from {_q(mart)}{where}"
     if ordering:
@@ -444,7 +466,7 @@ def klines_with_levels(
         ("vwap", "simple_return"),
     )
     c = {a: _q(p) for a, p in cols.items()}
-    where, params = _where(cols, market, (symbol,), start, end)
+    where, params = _where(snapshot, mart, cols, market, (symbol,), start, end)
     vwap = c["vwap"] if "vwap" in c else f"{c['quote_volume']} / nullif({c['volume']}, 0)"
     # Inline frames (not a named WINDOW clause): DuckDB numbers a named window's `?` before the
     # WHERE clause's, so parameters would bind out of textual order.
@@ -473,7 +495,7 @@ def returns(
     """Per symbol and period: simple return, cumulative return and annualised rolling volatility."""
     mart, cols = resolve(snapshot, f"klines_{interval}", ["market", "symbol", "time", "close"])
     c = {a: _q(p) for a, p in cols.items()}
-    where, params = _where(cols, market, symbols, start, end)
+    where, params = _where(snapshot, mart, cols, market, symbols, start, end)
     periods_per_year = 24 * 365 if interval == "1h" else 365
     sql = (
         "with base as ("
@@ -496,7 +518,7 @@ def correlation_matrix(
     """Pairwise correlation of hourly log returns over the date range (long form)."""
     mart, cols = resolve(snapshot, "klines_1h", ["market", "symbol", "time", "close"])
     c = {a: _q(p) for a, p in cols.items()}
-    where, params = _where(cols, market, symbols, start, end)
+    where, params = _where(snapshot, mart, cols, market, symbols, start, end)
     sql = (
         "with r as ("
         f"select {c['symbol']} as symbol, {c['time']} as time, "
@@ -520,7 +542,7 @@ def rolling_correlation(
     """Rolling correlation of two symbols' hourly log returns over `window` hours."""
     mart, cols = resolve(snapshot, "klines_1h", ["market", "symbol", "time", "close"])
     c = {a: _q(p) for a, p in cols.items()}
-    where, params = _where(cols, market, (symbol_a, symbol_b), start, end)
+    where, params = _where(snapshot, mart, cols, market, (symbol_a, symbol_b), start, end)
     sql = (
         "with r as ("
         f"select {c['symbol']} as symbol, {c['time']} as time, "
@@ -537,7 +559,7 @@ def rolling_correlation(
 def pair_list(snapshot: str, market: str | None) -> pd.DataFrame:
     mart, cols = resolve(snapshot, "pairs", ["symbol_a", "symbol_b"], ("market",))
     a, b = _q(cols["symbol_a"]), _q(cols["symbol_b"])
-    where, params = _where(cols, market, None, None, None)
+    where, params = _where(snapshot, mart, cols, market, None, None, None)
     return _read(
         snapshot,
         f"select distinct {a} as symbol_a, {b} as symbol_b from {_q(mart)}{where} order by 1, 2",
@@ -554,7 +576,7 @@ def pair_series(
         ["symbol_a", "symbol_b", "time", "spread", "zscore"],
         ("market", "hedge_ratio", "correlation"),
     )
-    where, params = _where(cols, market, None, start, end)
+    where, params = _where(snapshot, mart, cols, market, None, start, end)
     shown = [a for a in ("time", "hedge_ratio", "spread", "zscore", "correlation") if a in cols]
     where += (" and " if where else " where ") + f"{_q(cols['symbol_a'])} = ? and "
     where += f"{_q(cols['symbol_b'])} = ?"
@@ -572,7 +594,7 @@ def latest_per_group(
     mart, cols = resolve(snapshot, name, [*keys, "time", *values], ("market",))
     key_sql = ", ".join(_q(cols[k]) for k in keys)
     select = ", ".join(f"{_q(cols[a])} as {_q(a)}" for a in [*keys, "time", *values])
-    where, params = _where(cols, market, None, None, None)
+    where, params = _where(snapshot, mart, cols, market, None, None, None)
     # Warm-up rows of rolling marts hold nulls; the latest value is the latest known one.
     not_null = " and ".join(f"{_q(cols[v])} is not null" for v in values)
     where += (" and " if where else " where ") + not_null
@@ -611,7 +633,7 @@ def balance_histogram(snapshot: str, bins: int = 12) -> pd.DataFrame:
 def fee_vs_amount(snapshot: str, start: date, end: date, sample: int = 3000) -> pd.DataFrame:
     """A repeatable sample of transactions' amount and fee in USD for a scatter."""
     mart, cols = resolve(snapshot, "transactions", ["time", "amount_usd", "fee_usd", "tx_type"])
-    where, params = _where(cols, None, None, start, end)
+    where, params = _where(snapshot, mart, cols, None, None, start, end)
     sql = (
         f"select {_q(cols['amount_usd'])} as amount_usd, {_q(cols['fee_usd'])} as fee_usd, "
         f"{_q(cols['tx_type'])} as tx_type from {_q(mart)}{where} "
@@ -671,7 +693,7 @@ def export_frame(
         physical = next((c for c in candidates if c in present), None)
         if physical:
             cols[alias] = physical
-    where, params = _where(cols, market, symbols, start, end)
+    where, params = _where(snapshot, mart, cols, market, symbols, start, end)
     sql = f"select * from {_q(mart)}{where}"
     if "time" in cols:
         sql += f" order by {_q(cols['time'])}"
@@ -716,7 +738,7 @@ def export_count(
     time_column = export_time_column(snapshot, mart)
     if time_column:
         cols["time"] = time_column
-    where, params = _where(cols, market, symbols, start, end)
+    where, params = _where(snapshot, mart, cols, market, symbols, start, end)
     return int(_read(snapshot, f"select count(*) as n from {_q(mart)}{where}", tuple(params))["n"][0])
 
 
@@ -744,7 +766,7 @@ def token_fees(snapshot: str, start: date | None, end: date | None) -> pd.DataFr
     """Volume and fee-weighted average fee per token over the date range."""
     mart, cols = resolve(snapshot, "tx_daily", ["time", "token", "tx_count", "volume_usd", "fee_usd"])
     c = {a: _q(p) for a, p in cols.items()}
-    where, params = _where(cols, None, None, start, end)
+    where, params = _where(snapshot, mart, cols, None, None, start, end)
     sql = (
         f"select {c['token']} as token, sum({c['volume_usd']}) as volume_usd, "
         f"sum({c['fee_usd']}) / nullif(sum({c['tx_count']}), 0) as avg_fee_usd, "

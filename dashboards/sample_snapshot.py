@@ -10,7 +10,7 @@ import pandas as pd
 
 from flows.lake import snapshot_path, swap_current
 
-START = pd.Timestamp("2026-10-01")
+START = pd.Timestamp("2026-10-01", tz="UTC")  # marts carry UTC-aware timestamps
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT")
 BASE_PRICE = {"BTCUSDT": 60000.0, "ETHUSDT": 3000.0, "BNBUSDT": 550.0}
 
@@ -340,6 +340,9 @@ def write_snapshot(
     folder = snapshot_path(Path(lake_dir), snapshot_id)
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in (marts if marts is not None else build_marts(**kwargs)).items():
+        # Microseconds, as DuckDB's own export writes them (it cannot compare TIMESTAMPTZ_NS).
+        timestamps = frame.select_dtypes(include=["datetime", "datetimetz"]).columns
+        frame = frame.astype({c: str(frame[c].dtype).replace("[ns", "[us") for c in timestamps})
         frame.to_parquet(folder / f"{name}.parquet", index=False)
     if publish:
         swap_current(Path(lake_dir), snapshot_id)

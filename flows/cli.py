@@ -182,17 +182,30 @@ def publish(lake_dir: LakeDir = None) -> None:
 
 @app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="Read-only SQL; every published mart is a view.")],
+    sql: Annotated[str | None, typer.Argument(help="Read-only SQL; every published mart is a view.")] = None,
+    analysis: Annotated[
+        str | None,
+        typer.Option(help="Run a dbt analysis from dbt_project/analyses instead, e.g. price_trend."),
+    ] = None,
+    dbt_vars: Annotated[
+        str | None, typer.Option("--vars", help="dbt vars for --analysis, e.g. '{symbol: ETHUSDT}'.")
+    ] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table | csv | json.")] = "table",
     lake_dir: LakeDir = None,
 ) -> None:
-    """Run read-only SQL over the current published marts snapshot."""
-    from flows.query import render, run_query
+    """Run read-only SQL (or a compiled dbt analysis) over the current published marts snapshot."""
+    from flows.query import compile_analysis, render, run_query
 
     settings = settings_from(lake_dir=lake_dir)
     if format not in ("table", "csv", "json"):
         raise LakehouseError(f"--format {format!r} is not one of table, csv, json")
-    frame = run_query(settings.lake_dir, sql)
+    if (sql is None) == (analysis is None):
+        raise LakehouseError('give either SQL (lakehouse query "select ...") or --analysis NAME')
+    extra_dirs: list[Path] = []
+    if analysis:
+        sql = compile_analysis(settings, analysis, dbt_vars)
+        extra_dirs.append(settings.lake_dir / "raw")
+    frame = run_query(settings.lake_dir, sql, extra_dirs=extra_dirs)
     typer.echo(render(frame, format))
 
 

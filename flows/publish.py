@@ -52,7 +52,10 @@ def export_marts(settings: Settings, target: Path) -> dict[str, int]:
     with duckdb.connect(str(warehouse_path(settings)), read_only=True) as con:
         for table in mart_tables(settings):
             path = target / f"{table}.parquet"
-            con.execute(f"copy (select * from marts.{table}) to '{path}' (format parquet, compression zstd)")
+            # DuckDB 2.0 refuses the next statement while a result (the copy's row count) is unread.
+            con.execute(
+                f"copy (select * from marts.{table}) to '{path}' (format parquet, compression zstd)"
+            ).fetchall()
             counts[table] = pq.ParquetFile(path).metadata.num_rows
     return counts
 
@@ -81,15 +84,15 @@ def rollup_inputs(settings: Settings, period: str) -> tuple[pd.DataFrame | None,
     if not path.exists():
         return None, None
     with duckdb.connect(str(path), read_only=True) as con:
-        con.execute("set TimeZone = 'UTC'")
+        con.execute("set TimeZone = 'UTC'").fetchall()
         exists = con.execute(
             "select count(*) from information_schema.tables "
             "where table_schema = 'intermediate' and table_name = 'int_klines_unioned'"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if not exists:
             return None, None
         inputs = (
-            con.execute(
+            con.sql(
                 f"""
             select market, symbol, date_trunc('{period}', opened_at) as open_time,
                 sum(volume) as input_volume, sum(quote_volume) as input_quote_volume,
@@ -99,14 +102,14 @@ def rollup_inputs(settings: Settings, period: str) -> tuple[pd.DataFrame | None,
             group by all
             """
             )
-            .fetch_arrow_table()
+            .to_arrow_table()
             .to_pandas()
         )
         latest = con.execute(
             f"select date_trunc('{period}', max(opened_at)) from intermediate.int_klines_unioned "
             "where kline_interval in ?",
             [list(ROLLUP_INTERVALS[period])],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     return inputs, latest
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -10,9 +11,16 @@ import pandas as pd
 from flows.errors import LakehouseError
 from flows.lake import current_snapshot, snapshot_path
 
+LEADING_COMMENTS = re.compile(r"^(\s*(--[^\n]*(\n|$)|/\*.*?\*/))*\s*", re.DOTALL)
 
-def snapshot_connection(lake_dir: Path, snapshot_id: str | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with a view per mart of one snapshot (CURRENT unless named)."""
+
+def snapshot_connection(
+    lake_dir: Path, snapshot_id: str | None = None, extra_dirs: list[Path] | tuple = ()
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a view per mart of one snapshot (CURRENT unless named).
+
+    The session may read only the snapshot's folder (plus `extra_dirs`, e.g. lake/raw for the
+    raw-feed audit analysis) and cannot change its settings afterwards."""
     snapshot_id = snapshot_id or current_snapshot(lake_dir)
     if snapshot_id is None:
         raise LakehouseError(f"no published marts in {lake_dir}/marts; run `lakehouse run` first")
@@ -21,17 +29,20 @@ def snapshot_connection(lake_dir: Path, snapshot_id: str | None = None) -> duckd
     for path in sorted(folder.glob("*.parquet")):
         con.execute(f"create view \"{path.stem}\" as select * from read_parquet('{path}')")
     # From here on the session may read only this snapshot's files and may not change settings.
-    con.execute(f"set allowed_directories = ['{folder}/']")
+    con.execute("set TimeZone = 'UTC'")  # timestamps print and cast in UTC on any machine
+    allowed = ", ".join(f"'{Path(d)}/'" for d in (folder, *extra_dirs))
+    con.execute(f"set allowed_directories = [{allowed}]")
     con.execute("set enable_external_access = false")
     con.execute("set lock_configuration = true")
     return con
 
 
-def run_query(lake_dir: Path, sql: str) -> pd.DataFrame:
-    con = snapshot_connection(lake_dir)
+def run_query(lake_dir: Path, sql: str, extra_dirs: list[Path] | tuple = ()) -> pd.DataFrame:
+    con = snapshot_connection(lake_dir, extra_dirs=extra_dirs)
     try:
         statement = sql.strip().rstrip(";")
-        first_word = statement.split(None, 1)[0].lower() if statement else ""
+        code = LEADING_COMMENTS.sub("", statement)
+        first_word = code.split(None, 1)[0].lower() if code else ""
         if first_word not in (
             "select",
             "with",
@@ -61,3 +72,24 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return frame.to_json(orient="records", date_format="iso")
     with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
         return frame.to_string(index=False)
+
+
+def compile_analysis(settings, name: str, dbt_vars: str | None = None) -> str:
+    """Compile dbt_project/analyses/<name>.sql with dbt and point its mart refs at the snapshot views."""
+    from flows.transform import DBT_PROJECT, dbt_paths, run_dbt
+
+    available = sorted(p.stem for p in (DBT_PROJECT / "analyses").glob("*.sql"))
+    if name not in available:
+        raise LakehouseError(
+            f"no analysis {name!r} in dbt_project/analyses; choose one of {', '.join(available)}"
+        )
+    args = ["compile", "--select", name, "--quiet"]
+    if dbt_vars:
+        args += ["--vars", dbt_vars]
+    run_dbt(settings, *args)
+    target, _ = dbt_paths(settings)
+    compiled = next((target / "compiled").rglob(f"analyses/{name}.sql"), None)
+    if compiled is None:
+        raise LakehouseError(f"dbt did not write a compiled {name}.sql under {target}/compiled")
+    # Refs compile to "<database>"."marts"."<mart>"; in a snapshot session each mart is a plain view.
+    return re.sub(r'"[^"]+"\."marts"\."([^"]+)"', r'"\1"', compiled.read_text())

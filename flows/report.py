@@ -33,33 +33,71 @@ def raw_row_counts(lake_dir: Path) -> dict[str, int]:
     return counts
 
 
+# Where each kind of injected synthetic defect is meant to be caught (see docs/reliability.md).
+DEFECT_CATCHERS = {
+    "missing_values": "gate 1 quarantine (klines, transactions); staging imputation (users, network)",
+    "outliers": "gate 1 flag, then staging capping",
+    "out_of_range": "gate 1 quarantine (klines); staging repair (users, transactions, network)",
+    "invalid_candles": "gate 1 quarantine",
+    "duplicate_keys": "gate 1 quarantine (both rows)",
+    "duplicate_rows": "gate 1 collapses exact copies to one",
+    "gaps": "fct_candle_completeness and gate 2 completeness",
+    "late_arriving": "accepted; staging keeps the latest copy per key",
+}
+
+
+def _gate_verdict(row: dict) -> str:
+    if row["success"]:
+        return "pass"
+    failed = row.get("expectations_failed") or len(row["failed_expectations"].split(", "))
+    if row["gate"] == "raw":
+        return f"{failed} checks failed: rows quarantined"
+    return f"FAIL ({failed} checks)"
+
+
 def print_run_summary(summary: dict, console: Console | None = None) -> None:
     console = console or Console()
     rows = Table(title="rows per layer and dataset")
     for column in ("layer", "dataset", "rows"):
         rows.add_column(column, justify="right" if column == "rows" else "left")
     for dataset, n in sorted(summary["landed"].items()):
-        rows.add_row("landed", dataset, f"{n:,}")
+        rows.add_row("landed (this run)", dataset, f"{n:,}")
+    for row in summary["raw_gate"]:
+        if row["rows_quarantined"]:
+            rows.add_row("quarantined (this run)", row["dataset"], f"{row['rows_quarantined']:,}")
     for dataset, n in sorted(raw_row_counts(Path(summary["lake_dir"])).items()):
         rows.add_row("raw (all runs)", dataset, f"{n:,}")
     for mart, n in sorted(summary["marts"].items()):
-        rows.add_row("marts", mart, f"{n:,}")
+        rows.add_row("marts (published)", mart, f"{n:,}")
     console.print(rows)
 
     gates = Table(title="quality gates")
-    for column in ("gate", "dataset", "accepted", "quarantined", "checks", "result"):
-        gates.add_column(column)
+    for column in ("gate", "dataset", "accepted", "quarantined", "flagged", "collapsed", "checks", "result"):
+        gates.add_column(column, justify="left" if column in ("gate", "dataset", "result") else "right")
     for row in summary["raw_gate"] + summary["mart_gate"]:
-        verdict = "pass" if row["success"] else f"fail: {row['failed_expectations']}"
         gates.add_row(
             row["gate"],
             row["dataset"],
             f"{row['rows_accepted']:,}",
             f"{row['rows_quarantined']:,}",
+            f"{row.get('rows_flagged', 0):,}",
+            f"{row.get('duplicates_collapsed', 0):,}",
             str(row["expectations_evaluated"]),
-            verdict,
+            _gate_verdict(row),
         )
     console.print(gates)
+    if any(row["rows_quarantined"] for row in summary["raw_gate"]):
+        console.print("quarantined rows and their reasons: .venv/bin/lakehouse quarantine list")
+
+    defects = (summary.get("notes") or {}).get("defects") or {}
+    if any(defects.values()):
+        injected = Table(title="synthetic defects injected on purpose, and where they are caught")
+        for column in ("dataset", "defect", "injected", "caught by"):
+            injected.add_column(column, justify="right" if column == "injected" else "left")
+        for dataset, kinds in sorted(defects.items()):
+            for kind, n in sorted(kinds.items()):
+                injected.add_row(dataset, kind, f"{n:,}", DEFECT_CATCHERS.get(kind, "-"))
+        console.print(injected)
 
     timing = Table(title="seconds per stage")
     timing.add_column("stage")
@@ -72,4 +110,4 @@ def print_run_summary(summary: dict, console: Console | None = None) -> None:
     console.print(f"published snapshot [bold]{summary['snapshot_id']}[/bold] in {summary['lake_dir']}/marts")
     console.print("next:")
     for what, command in NEXT_STEPS:
-        console.print(f"  {what:<38} {command}")
+        console.print(f"  {what:<38} {command}", soft_wrap=True)

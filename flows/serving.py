@@ -113,9 +113,3 @@ def _run_foreground(command: list[str], env: dict[str, str], cwd: Path) -> None:
     except KeyboardInterrupt:
         process.terminate()
         process.wait(timeout=10)
-
-
-def serve_prefect() -> None:
-    from flows.deployments import serve_all
-
-    serve_all()

@@ -4,12 +4,17 @@
     lake/raw out of order (landed before, gated after, the last build); re-reading is harmless
     because every incremental model replaces whole keys (delete+insert). After re-admitting
     old quarantined batches, build once with --full-refresh.
+    The value is looked up when the model runs and written into the SQL as a constant, so
+    DuckDB can skip parquet row groups and table segments by their min/max statistics.
 #}
 {% macro ingest_watermark(column='ingested_at') -%}
-    (
-        select
-            coalesce(max({{ column }}), cast('1970-01-01' as timestamptz))
-            - to_minutes(cast({{ var('ingest_lookback_minutes') }} as bigint))
-        from {{ this }}
-    )
+    {%- set seconds = 0 -%}
+    {%- if execute -%}
+        {%- set result = run_query(
+            "select coalesce(epoch(max(" ~ column ~ ")), 0) - "
+            ~ var('ingest_lookback_minutes') ~ " * 60 from " ~ this
+        ) -%}
+        {%- set seconds = result.columns[0].values()[0] -%}
+    {%- endif -%}
+    to_timestamp({{ seconds }})
 {%- endmacro %}

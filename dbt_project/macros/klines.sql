@@ -37,12 +37,29 @@
     - dropped (is_dropped, kept here, filtered out downstream): a missing or non-positive price or a
       negative or missing volume cannot be repaired without inventing a price.
     Prices are never capped: a real crash or squeeze must reach the marts as it happened.
+
+    Kline staging is the one staging layer materialized (incremental, not a view): it is the
+    largest dataset, and as a view every reader and test would dedupe millions of rows again.
+    Incremental runs read only files ingested after the watermark (parquet statistics on the
+    constant ingested_at column skip the rest) and replace those keys; duplicate_copies then
+    counts the copies seen in that run.
 #}
 {% macro stage_klines(source_name) -%}
+{{
+    config(
+        materialized='incremental',
+        unique_key=['market', 'symbol', 'kline_interval', 'opened_at'],
+        incremental_strategy='delete+insert',
+    )
+}}
+
 with
 
 source as (
     select * from {{ lake_source(source_name, 'klines', kline_raw_columns()) }}
+    {% if is_incremental() %}
+        where ingested_at > {{ ingest_watermark() }}
+    {% endif %}
 ),
 
 deduplicated as (

@@ -7,9 +7,23 @@ import great_expectations.expectations as gxe
 import pandas as pd
 
 from expectations.suites._common import add_key_unique, add_schema, add_time_range, key_is_unique
-from flows.sources.trades_stream import TRADE_COLUMNS, TRADE_KEY
 
-KEY = list(TRADE_KEY)
+# The trade stream's row layout (flows/sources/trades_stream.py), kept here so the suite states it.
+TRADE_COLUMNS = {
+    "market": "string",
+    "symbol": "string",
+    "agg_trade_id": "int64",
+    "price": "float64",
+    "quantity": "float64",
+    "first_trade_id": "int64",
+    "last_trade_id": "int64",
+    "trade_time": "timestamp",
+    "is_buyer_maker": "bool",
+    "event_time": "timestamp",
+    "received_at": "timestamp",
+    "origin": "string",
+}
+KEY = ["market", "symbol", "agg_trade_id"]
 DERIVED = ["check__key_unique_in_batch"]
 
 

@@ -103,16 +103,17 @@ def test_every_page_renders_in_a_real_browser(dashboard: str, tmp_path: Path) ->
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             for path, (title, charts) in PAGES.items():
                 page.goto(f"{dashboard}/{path}", wait_until="domcontentloaded")
-                page.get_by_role("heading", name=title, exact=True).wait_for(timeout=60_000)
+                page.get_by_role("heading", name=title, exact=True).wait_for(timeout=120_000)
                 if charts:
                     page.wait_for_function(
-                        "n => document.querySelectorAll('.js-plotly-plot .main-svg').length >= n",
+                        "n => { const plots = [...document.querySelectorAll('.js-plotly-plot')];"
+                        " return plots.length >= n && plots.every(p => p.querySelector('.main-svg')); }",
                         arg=charts,
-                        timeout=60_000,
+                        timeout=120_000,
                     )
                 else:
-                    page.get_by_test_id("stDownloadButton").wait_for(timeout=60_000)
-                page.wait_for_selector("[data-testid='stStatusWidget']", state="detached")
+                    page.get_by_test_id("stDownloadButton").wait_for(timeout=120_000)
+                page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=120_000)
                 assert page.get_by_test_id("stException").count() == 0, path
                 assert page.locator(".js-plotly-plot").count() == charts, path
                 page.screenshot(path=str(shots / f"{path or 'overview'}.png"), full_page=True)

@@ -69,7 +69,9 @@ def test_report_renders_in_headless_chromium_without_errors(report):
             row = page.locator("table tbody tr").filter(has_text="raw_binance_klines").first
             row.wait_for(timeout=30_000)
             assert row.locator(".text-danger").count() >= 1  # the failed-run icon
-            [link] = re.findall(r"validations/raw_binance_klines/[^'\"]+?\.html", data_docs_index(report).read_text())
+            [link] = re.findall(
+                r"validations/raw_binance_klines/[^'\"]+?\.html", data_docs_index(report).read_text()
+            )
             page.goto(f"{base}/{link}")
             page.wait_for_load_state("load")
             body = page.inner_text("body")

@@ -242,6 +242,20 @@ def test_a_slice_failing_after_its_retries_is_reported_and_the_rest_publish(stag
     assert stages.calls["publish"] == 1
 
 
+def test_a_run_where_nothing_landed_and_slices_failed_stops_before_building(stages, binance_settings):
+    stages.faults = {f"binance-{s}-{i}": 99 for s in ("BTCUSDT", "ETHUSDT") for i in ("1m", "1h")}
+    state = pipeline.lakehouse(settings=binance_settings, return_state=True)
+
+    assert state.is_failed()
+    assert stages.calls["validate"] == stages.calls["build"] == stages.calls["publish"] == 0
+    paragraph = artifacts_of(state.state_details.flow_run_id)["lakehouse-failure"]["data"]
+    assert paragraph.startswith(
+        f"The lakehouse run failed in the ingest stage on {binance_settings.lake_dir}: no slice landed: "
+        "binance-BTCUSDT-1m: connection reset by peer while landing binance-BTCUSDT-1m (and 3 more). "
+        "Readers keep seeing no snapshot (nothing was published yet); nothing was validated"
+    )
+
+
 def test_retried_flow_run_does_not_redo_finished_stages(stages, binance_settings):
     stages.publish_faults = 2  # the task's own retry fails too, so the flow run is retried
     retrying = pipeline.lakehouse.with_options(retries=1, retry_delay_seconds=0)

@@ -153,7 +153,9 @@ def test_window_filter_changes_the_moving_average(published: Path, marts) -> Non
     app = run_page("market")
     assert [m.label for m in app.metric][:2] == ["close", "MA 20"]
     hourly = marts["fct_klines_hourly"]
-    btc = hourly[(hourly["symbol"] == "BTCUSDT") & (hourly["open_time"] >= "2026-10-01")]
+    btc = hourly[
+        (hourly["symbol"] == "BTCUSDT") & (hourly["open_time"] >= pd.Timestamp("2026-10-01", tz="UTC"))
+    ]
     assert app.metric[1].value == f"{btc['close'].tail(20).mean():,.2f}"
     app.slider(key="f_window").set_value(50).run()
     assert not app.exception
@@ -240,7 +242,8 @@ def test_export_counts_and_encodes_the_filtered_rows(published: Path, marts) -> 
     frame = data.export_frame(*args, date(2026, 10, 2), date(2026, 10, 4))
     daily = marts["fct_klines_daily"]
     expected = daily[
-        daily["symbol"].isin(["BTCUSDT", "ETHUSDT"]) & daily["open_time"].between("2026-10-02", "2026-10-04")
+        daily["symbol"].isin(["BTCUSDT", "ETHUSDT"])
+        & daily["open_time"].dt.strftime("%Y-%m-%d").between("2026-10-02", "2026-10-04")
     ]
     assert sorted(zip(frame["symbol"], frame["close"], strict=True)) == sorted(
         zip(expected["symbol"], expected["close"], strict=True)

@@ -62,7 +62,7 @@ duplicate_counts as (
         model_name,
         dataset,
         'duplicates_collapsed' as rule_name,
-        sum(duplicate_copies - 1) as affected_rows
+        cast(sum(duplicate_copies - 1) as bigint) as affected_rows
     from staged_rows
     where duplicate_copies > 1
     group by model_name, dataset

@@ -13,13 +13,24 @@ transactions as (
     where not is_dropped
 ),
 
+-- Only the candles of the transactions' time span: the as-of join then sorts far fewer rows.
+transaction_span as (
+    select
+        min(occurred_minute)
+        - to_minutes(cast({{ var('price_staleness_minutes') }} as bigint)) as first_minute,
+        max(occurred_minute) as last_minute
+    from transactions
+),
+
 klines as (
     select
-        symbol,
-        opened_at,
-        close_price
-    from {{ ref('int_klines_unioned') }}
-    where market = 'spot' and kline_interval = '1m'
+        klines_1m.symbol,
+        klines_1m.opened_at,
+        klines_1m.close_price
+    from {{ ref('int_klines_unioned') }} as klines_1m
+    inner join transaction_span
+        on klines_1m.opened_at between transaction_span.first_minute and transaction_span.last_minute
+    where klines_1m.market = 'spot' and klines_1m.kline_interval = '1m'
 ),
 
 {% set stablecoins = "('USDT', 'USDC', 'BUSD', 'FDUSD', 'TUSD', 'DAI', 'USD')" %}

@@ -3,7 +3,8 @@
     - duplicates of a tx_id collapse to the latest ingested_at (late-arriving corrections win).
     - fee_imputed / fee_negative_zeroed: a missing or negative fee becomes 0.
     - fee_token_imputed: a missing fee token is the transaction's token.
-    - leverage_imputed: missing leverage is 1 for futures and 0 for everything else.
+    - leverage_imputed: a futures transaction without leverage gets 1 (other types carry no
+      leverage: missing there is normal and becomes 0 unflagged).
     - leverage_capped: futures leverage is clamped to 1..125 (Binance's maximum); other types
       carry no leverage, so any value there becomes 0.
     - amount_sign_repaired: a negative amount is taken as its absolute value (a sign error; the
@@ -63,7 +64,7 @@ repaired as (
             case when reported_fee is null then 'fee_imputed' end,
             case when reported_fee < 0 then 'fee_negative_zeroed' end,
             case when coalesce(reported_fee_token, '') = '' then 'fee_token_imputed' end,
-            case when reported_leverage is null then 'leverage_imputed' end,
+            case when tx_type = 'futures' and reported_leverage is null then 'leverage_imputed' end,
             case
                 when
                     reported_leverage is not null
