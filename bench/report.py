@@ -214,13 +214,20 @@ def goals(points: dict[str, Point]) -> list[str]:
             f"{'' if met else culprit} |"
         )
 
+    def refresh_culprit(point: Point) -> str:
+        culprit = slowest(point, full)
+        extra = point.wall("e2e") - point.total(full)
+        if point.ok("e2e") and extra > 0:
+            culprit += f"; the Prefect flow adds {fmt(extra)} s over the sum of the stages"
+        return culprit
+
     s, m, big = points.get("S"), points.get("M"), points.get("L")
     if s:
-        row("S", "full refresh end to end <= 15 s", s.full_refresh, 15, "s", "max", slowest(s, full))
+        row("S", "full refresh end to end <= 15 s", s.full_refresh, 15, "s", "max", refresh_culprit(s))
     else:
         row("S", "full refresh end to end <= 15 s", NAN, 15, "s", "max", "")
     if m:
-        row("M", "full refresh end to end <= 30 s", m.full_refresh, 30, "s", "max", slowest(m, full))
+        row("M", "full refresh end to end <= 30 s", m.full_refresh, 30, "s", "max", refresh_culprit(m))
         peak = m.max_peak(e2e_stages)
         row("M", "peak memory <= 2 GB", peak / 1024, 2, "GB", "max", slowest(m, e2e_stages, "peak"))
         inc = ("inc_land", "inc_gate1", "inc_build", "inc_publish")
