@@ -26,3 +26,15 @@ def settings(lake_dir: Path):
     from flows.settings import load_settings
 
     return load_settings(lake_dir=lake_dir)
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest swaps sys.modules['__main__'] for the page it runs and leaves it there;
+    multiprocessing's spawn (Dask workers) then re-runs that page in every child, which dies."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
