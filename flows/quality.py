@@ -612,7 +612,3 @@ def validate_frame(
 def describe_failures(results: list[GateResult]) -> str:
     failed = [r for r in results if not r.success]
     return "; ".join(f"{r.dataset}: {', '.join(sorted(set(r.failed_expectations)))}" for r in failed)
-
-
-def dump_results(results: list[GateResult]) -> str:
-    return json.dumps([r.as_row() for r in results], indent=2)

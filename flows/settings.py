@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 from datetime import date
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -159,11 +158,6 @@ def load_settings(**overrides: object) -> Settings:
                 f"invalid setting {where}: {message} (check the option or LAKEHOUSE_{where.upper()})"
             ) from exc
         raise
-
-
-@lru_cache(maxsize=1)
-def default_settings() -> Settings:
-    return load_settings()
 
 
 def ensure_prefect_home() -> None:
