@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import pandas as pd
 import pytest
 
 from flows.lake import current_snapshot, list_snapshots
@@ -72,7 +73,10 @@ def test_second_run_leaves_counts_and_published_values_unchanged(two_runs):
     # Lineage (when the inputs were ingested) moves with every run; every value must not.
     lineage = [c for c in first_hourly.columns if c.endswith("ingested_at")]
     assert lineage, "the hourly mart should carry its lineage"
-    assert second_hourly.drop(columns=lineage).equals(first_hourly.drop(columns=lineage))
+    # Float sums may differ in the last bits: the incremental rebuild sums in another order.
+    pd.testing.assert_frame_equal(
+        second_hourly.drop(columns=lineage), first_hourly.drop(columns=lineage), check_exact=False, rtol=1e-12
+    )
 
 
 def test_query_command_runs_sql_and_dbt_analyses_on_the_snapshot(two_runs, capsys):
