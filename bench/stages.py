@@ -80,7 +80,8 @@ def gate1(settings: Settings, scale: Scale, args) -> dict:
 def build(settings: Settings, scale: Scale, args) -> dict:
     from flows.transform import build_marts
 
-    result = build_marts(settings, full_refresh=args.full_refresh)
+    # As the pipeline builds: what changed since the last build (everything on a fresh lake).
+    result = build_marts(settings, full_refresh=args.full_refresh, changed_only=True)
     return {"models": result.models, "tests": result.tests, "dbt_seconds": round(result.seconds, 3)}
 
 

@@ -101,7 +101,8 @@ def validate_raw_task(settings: Settings, run_key: str):
 def build_marts_task(settings: Settings, run_key: str, full_refresh: bool = False):
     from flows.transform import build_marts
 
-    return build_marts(settings, full_refresh=full_refresh)
+    # Only what changed since the last successful build; everything on a full refresh.
+    return build_marts(settings, full_refresh=full_refresh, changed_only=True)
 
 
 @task(

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -96,22 +101,96 @@ def read_failures(settings: Settings) -> list[str]:
     return failures
 
 
+def state_dir(settings: Settings) -> Path:
+    """What the last successful build saw: its manifest and a fingerprint of each source's files."""
+    return settings.lake_dir / "warehouse" / "dbt" / "state"
+
+
+def source_globs(manifest: dict) -> dict[str, str]:
+    """dbt source name (e.g. synthetic.klines) -> the raw-lake glob it reads."""
+    globs = {}
+    for node in manifest.get("sources", {}).values():
+        found = re.search(r"read_parquet\(\s*'([^']+)'", node.get("relation_name") or "")
+        if found:
+            globs[f"{node['source_name']}.{node['name']}"] = found.group(1)
+    return globs
+
+
+def source_fingerprints(globs: dict[str, str]) -> dict[str, str]:
+    """A hash of every file version (path, size, modification time) under each source's glob."""
+    prints = {}
+    for name, pattern in globs.items():
+        digest = hashlib.sha1()
+        for path in sorted(glob.glob(pattern, recursive=True)):
+            with contextlib.suppress(FileNotFoundError):
+                stat = os.stat(path)
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        prints[name] = digest.hexdigest()
+    return prints
+
+
+def changed_selection(settings: Settings) -> str | None:
+    """dbt selector for what a build must redo since the last successful one, or None for everything.
+
+    Models downstream of a source whose files changed, plus models whose code or config changed
+    (dbt's state:modified against the last build's manifest). Without a previous build (or
+    after a failed one, which saves no state) everything is built.
+    """
+    state = state_dir(settings)
+    try:
+        manifest = json.loads((state / "manifest.json").read_text())
+        previous = json.loads((state / "lake_files.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not warehouse_path(settings).exists():
+        return None
+    now = source_fingerprints(source_globs(manifest))
+    changed = sorted(name for name, value in now.items() if previous.get(name) != value)
+    return " ".join([*(f"source:{name}+" for name in changed), "state:modified+"])
+
+
+def save_state(settings: Settings) -> None:
+    """After a build without failures: its manifest and the source fingerprints it built from."""
+    target, _ = dbt_paths(settings)
+    state = state_dir(settings)
+    state.mkdir(parents=True, exist_ok=True)
+    manifest = target / "manifest.json"
+    prints = source_fingerprints(source_globs(json.loads(manifest.read_text())))
+    shutil.copyfile(manifest, state / "manifest.json.partial")
+    (state / "lake_files.json.partial").write_text(json.dumps(prints, indent=1, sort_keys=True))
+    os.replace(state / "manifest.json.partial", state / "manifest.json")
+    os.replace(state / "lake_files.json.partial", state / "lake_files.json")
+
+
 def build_marts(
-    settings: Settings, *, full_refresh: bool = False, select: str | None = None, unit_tests: bool = False
+    settings: Settings,
+    *,
+    full_refresh: bool = False,
+    select: str | None = None,
+    unit_tests: bool = False,
+    changed_only: bool = False,
 ) -> BuildResult:
     """`dbt build` into lake/warehouse; raises LakehouseError naming the failed nodes.
 
     dbt unit tests check model logic on fixed rows, not the data, so pipeline runs skip them
-    (`make test` and a plain `dbt build` run them)."""
+    (`make test` and a plain `dbt build` run them). changed_only builds just what changed since
+    the last successful build (see changed_selection); the marts left alone are still current.
+    """
     started = time.perf_counter()
     args = ["build"]
     if not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     if full_refresh:
         args.append("--full-refresh")
-    if select:
+    if select is None and changed_only and not full_refresh:
+        changed = changed_selection(settings)
+        if changed is not None:
+            args += ["--select", changed, "--state", str(state_dir(settings))]
+    elif select:
         args += ["--select", select]
     run_dbt(settings, *args)
+    if select is None:
+        save_state(settings)
     results = read_run_results(settings)
     models = sum(1 for r in results if r.get("unique_id", "").startswith("model."))
     tests = sum(1 for r in results if r.get("unique_id", "").startswith("test."))

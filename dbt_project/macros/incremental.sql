@@ -1,20 +1,130 @@
 {#
-    The watermark incremental models read from: rows ingested after the newest ingest already
-    built, minus var('ingest_lookback_minutes'). The lookback re-reads batches that reached
-    lake/raw out of order (landed before, gated after, the last build); re-reading is harmless
-    because every incremental model replaces whole keys (delete+insert). After re-admitting
-    old quarantined batches, build once with --full-refresh.
-    The value is looked up when the model runs and written into the SQL as a constant, so
-    DuckDB can skip parquet row groups and table segments by their min/max statistics.
+    How the incremental kline models find what is new, exactly and without a lookback window.
+
+    Every incremental model stamps the rows it writes with loaded_at = now() of its own run.
+    A model reads only upstream rows whose loaded_at is later than the newest loaded_at it has
+    written itself: the upstream model of the same dbt run finished before this one started,
+    and every earlier upstream write happened before this model's last run, so nothing is read
+    twice or missed, however long ago a batch was landed.
+
+    Staging reads raw parquet files, which have no loaded_at: it keeps a list of the file
+    versions it has read (path, size, modification time) in <model>__files beside itself, and
+    reads only files not on that list: new batches, and batches landed again over the same
+    range (the same path with new content). A quarantine release rewrites the batch's raw file,
+    so released rows are picked up too.
 #}
-{% macro ingest_watermark(column='ingested_at') -%}
-    {%- set seconds = 0 -%}
-    {%- if execute -%}
-        {%- set result = run_query(
-            "select coalesce(epoch(max(" ~ column ~ ")), 0) - "
-            ~ var('ingest_lookback_minutes') ~ " * 60 from " ~ this
-        ) -%}
-        {%- set seconds = result.columns[0].values()[0] -%}
+{% macro has_loaded_at() -%}
+    {%- set names = adapter.get_columns_in_relation(this) | map(attribute='name') | list if execute else [] -%}
+    {{ return('loaded_at' in names) }}
+{%- endmacro %}
+
+
+{% macro loaded_watermark() -%}
+    {%- set value = "timestamptz '1970-01-01 00:00:00+00'" -%}
+    {#- A table built before loaded_at existed has none: read everything once. -#}
+    {%- if has_loaded_at() -%}
+        {%- set result = run_query("select cast(max(loaded_at) as varchar) from " ~ this) -%}
+        {%- set newest = result.columns[0].values()[0] -%}
+        {%- if newest is not none -%}
+            {%- set value = "timestamptz '" ~ newest ~ "'" -%}
+        {%- endif -%}
     {%- endif -%}
-    to_timestamp({{ seconds }})
+    {{ value }}
+{%- endmacro %}
+
+
+{% macro lake_files_relation() -%}
+    {{ this.schema }}.{{ this.identifier }}__files
+{%- endmacro %}
+
+
+{# The raw glob of a lake source, from its external_location. #}
+{% macro lake_source_glob(source_name, table_name) -%}
+    {%- set found = modules.re.search("read_parquet\(\s*'([^']+)'", source(source_name, table_name) | string) -%}
+    {{ return(found.group(1) if found is not none else none) }}
+{%- endmacro %}
+
+
+{#
+    lake_source(), narrowed on incremental runs to the files not read before. The file list
+    is written into the SQL, so DuckDB opens only those files.
+#}
+{% macro lake_source_new_files(source_name, table_name, columns) -%}
+    {%- if not (execute and is_incremental()) -%}
+        {{ return(lake_source(source_name, table_name, columns)) }}
+    {%- endif -%}
+    {%- set relation = source(source_name, table_name) | string -%}
+    {%- set pattern = lake_source_glob(source_name, table_name) -%}
+    {%- if pattern is none or not lake_glob_has_files(pattern) -%}
+        {{ return(lake_source(source_name, table_name, columns)) }}
+    {%- endif -%}
+    {%- do run_query(create_lake_files_table()) -%}
+    {%- set result = run_query(
+        "select filename from read_blob('" ~ pattern ~ "') as files "
+        ~ "anti join " ~ lake_files_relation() ~ " as seen "
+        ~ "on files.filename = seen.file and files.size = seen.size "
+        ~ "and files.last_modified = seen.modified order by filename"
+    ) -%}
+    {%- set files = result.columns[0].values() -%}
+    {%- if files | length == 0 -%}
+        {{ return(typed_empty_select(columns)) }}
+    {%- endif -%}
+    {%- set listed = "['" ~ (files | join("', '")) ~ "']" -%}
+    {{ return(relation.replace("'" ~ pattern ~ "'", listed, 1)) }}
+{%- endmacro %}
+
+
+{% macro create_lake_files_table() -%}
+    create table if not exists {{ lake_files_relation() }} (
+        file varchar, size bigint, modified timestamptz
+    )
+{%- endmacro %}
+
+
+{#
+    Pre-hook: a build that is not incremental reads every file, so the list starts empty.
+    (In a post-hook is_incremental() would already see the table just built.)
+#}
+{% macro reset_lake_files() -%}
+    {%- if is_incremental() -%}
+        select 1
+    {%- else -%}
+        delete from {{ lake_files_relation() }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{# Post-hooks: forget file versions no longer in the lake, then record the ones now there as read. #}
+{% macro prune_lake_files(source_name, table_name) -%}
+    {%- set pattern = lake_source_glob(source_name, table_name) if execute else none -%}
+    {% if pattern is not none and lake_glob_has_files(pattern) -%}
+        delete from {{ lake_files_relation() }} as seen
+        where not exists (
+            select 1 from read_blob('{{ pattern }}') as files
+            where
+                files.filename = seen.file
+                and files.size = seen.size
+                and files.last_modified = seen.modified
+        )
+    {%- else -%}
+        delete from {{ lake_files_relation() }}
+    {%- endif %}
+{%- endmacro %}
+
+
+{% macro record_lake_files(source_name, table_name) -%}
+    {%- set pattern = lake_source_glob(source_name, table_name) if execute else none -%}
+    {% if pattern is not none and lake_glob_has_files(pattern) -%}
+        insert into {{ lake_files_relation() }}
+        select filename, size, last_modified from read_blob('{{ pattern }}') as files
+        where not exists (
+            select 1 from {{ lake_files_relation() }} as seen
+            where
+                seen.file = files.filename
+                and seen.size = files.size
+                and seen.modified = files.last_modified
+        )
+    {%- else -%}
+        select 1
+    {%- endif %}
 {%- endmacro %}

@@ -40,9 +40,9 @@
 
     Kline staging is the one staging layer materialized (incremental, not a view): it is the
     largest dataset, and as a view every reader and test would dedupe millions of rows again.
-    Incremental runs read only files ingested after the watermark (parquet statistics on the
-    constant ingested_at column skip the rest) and replace those keys; duplicate_copies then
-    counts the copies seen in that run.
+    Incremental runs read only the raw files not read before (see macros/incremental.sql);
+    their candles compete with the row already built for the same key, and the latest ingested
+    copy still wins. duplicate_copies counts the copies read in the run that wrote the row.
 #}
 {% macro stage_klines(source_name) -%}
 {{
@@ -50,16 +50,19 @@
         materialized='incremental',
         unique_key=['market', 'symbol', 'kline_interval', 'opened_at'],
         incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        pre_hook=["{{ create_lake_files_table() }}", "{{ reset_lake_files() }}"],
+        post_hook=[
+            "{{ prune_lake_files('" ~ source_name ~ "', 'klines') }}",
+            "{{ record_lake_files('" ~ source_name ~ "', 'klines') }}",
+        ],
     )
 }}
 
 with
 
 source as (
-    select * from {{ lake_source(source_name, 'klines', kline_raw_columns()) }}
-    {% if is_incremental() %}
-        where ingested_at > {{ ingest_watermark() }}
-    {% endif %}
+    select * from {{ lake_source_new_files(source_name, 'klines', kline_raw_columns()) }}
 ),
 
 deduplicated as (
@@ -160,7 +163,43 @@ final as (
         batch_id,
         ingested_at
     from repaired
-)
+),
 
-select * from final
+{% if is_incremental() %}
+    -- A candle read now replaces the built one only if it is the later ingested copy.
+    built as (
+        select this.* {{ "exclude (loaded_at)" if has_loaded_at() }}
+        from {{ this }} as this
+        semi join final
+            on
+                this.market = final.market
+                and this.symbol = final.symbol
+                and this.kline_interval = final.kline_interval
+                and this.opened_at = final.opened_at
+    ),
+
+    competing as (
+        select * from final
+        union all by name
+        select * from built
+    ),
+
+    latest as (
+        select *
+        from competing
+        qualify row_number() over (
+            partition by market, symbol, kline_interval, opened_at
+            order by ingested_at desc, batch_id desc
+        ) = 1
+    )
+{% else %}
+    latest as (
+        select * from final
+    )
+{% endif %}
+
+select
+    *,
+    now() as loaded_at
+from latest
 {%- endmacro %}

@@ -3,8 +3,9 @@
     market, symbol and period (1m first, then 1h, then 1d for days), so a user who imported
     only hourly archives still gets daily rows. Returns compare with the immediately preceding
     period only: across a missing period they are null rather than a multi-period return.
-    Incremental runs rebuild, per symbol, every period from the earliest candle ingested after
-    the watermark, reading one extra period before it for the returns.
+    Incremental runs rebuild, per symbol, every period from the earliest candle merged into
+    int_klines_unioned since this model last ran (loaded_at), reading one extra period before
+    it for the returns.
 #}
 {% macro kline_rollup(period) -%}
     {%- set ranks = {'1m': 1, '1h': 2, '1d': 3} if period == 'day' else {'1m': 1, '1h': 2} -%}
@@ -25,7 +26,7 @@ klines as (
             symbol,
             date_trunc('{{ period }}', min(opened_at)) as rebuild_from
         from klines
-        where ingested_at > {{ ingest_watermark('max_ingested_at') }}
+        where loaded_at > {{ loaded_watermark() }}
         group by market, symbol
     ),
 
@@ -134,7 +135,8 @@ final as (
             {% endfor %}
         end as expected_candle_count,
         candle_count = expected_candle_count as is_complete,
-        max_ingested_at
+        max_ingested_at,
+        now() as loaded_at
     from with_returns
     where rebuild_from is null or open_time >= rebuild_from
 )

@@ -71,7 +71,7 @@ class Stages:
         self._event("validate")
         return [GateResult(gate="raw", dataset="binance.klines", batches=1, accepted=60, evaluated=12)]
 
-    def build(self, settings, full_refresh=False):
+    def build(self, settings, full_refresh=False, changed_only=False):
         self.calls["build"] += 1
         self._event("build-start")
         if self.build_hook:

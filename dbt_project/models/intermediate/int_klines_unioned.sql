@@ -5,14 +5,16 @@
     the archive is the same exchange data published as daily/monthly dumps; an upload is a file
     of unknown provenance a user supplied; synthetic data is made up and must never shadow real
     candles. Within one source the latest ingested copy already won in staging.
-    Incremental: only candles ingested after the watermark are merged, each against the row
-    already built for its key, so a new low-precedence copy cannot replace a better one.
+    Incremental: only candles staged since this model last ran are merged (loaded_at, see
+    macros/incremental.sql), each against the row already built for its key, so a new
+    low-precedence copy cannot replace a better one.
 #}
 {{
     config(
         materialized='incremental',
         unique_key=['market', 'symbol', 'kline_interval', 'opened_at'],
         incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
     )
 }}
 
@@ -80,13 +82,13 @@ new_candles as (
     where
         not is_dropped
         {% if is_incremental() %}
-            and ingested_at > {{ ingest_watermark() }}
+            and loaded_at > {{ loaded_watermark() }}
         {% endif %}
 ),
 
 {% if is_incremental() %}
     built_candles as (
-        select this.*
+        select this.* {{ "exclude (loaded_at)" if has_loaded_at() }}
         from {{ this }} as this
         semi join new_candles
             on
@@ -106,7 +108,9 @@ ranked as (
 ),
 
 final as (
-    select *
+    select
+        *,
+        now() as loaded_at
     from ranked
     qualify row_number() over (
         partition by market, symbol, kline_interval, opened_at

@@ -17,13 +17,18 @@ COLUMNS = {
 # A fixed sample and seed keep the build fast and its output identical run to run.
 SAMPLE_ROWS = 20_000
 SEED = 42
+SAMPLE_COLUMNS = "amount_usd, fee_usd, leverage, hour_of_day, day_of_week, tx_type, token_symbol"
 
 
-def feature_importance(transactions: pd.DataFrame) -> pd.DataFrame:
-    data = transactions.dropna(subset=["amount_usd", "fee_usd"])
+def sample_positions(rows: int) -> np.ndarray:
+    """Which of `rows` rows (in tx_id order) the sample takes, in sample order."""
+    return np.random.default_rng(SEED).choice(rows, size=min(SAMPLE_ROWS, rows), replace=False)
+
+
+def feature_importance(data: pd.DataFrame) -> pd.DataFrame:
+    """Forest on the sampled rows (amount_usd and fee_usd not null), in sample order."""
     if len(data) < 50:
         return pd.DataFrame(columns=list(COLUMNS)).astype(COLUMNS)
-    data = data.sample(n=min(SAMPLE_ROWS, len(data)), random_state=SEED)
     frame = data[FEATURES].copy()
     for column in CATEGORICAL:
         frame[column] = pd.Categorical(frame[column].astype(str)).codes
@@ -47,10 +52,15 @@ def feature_importance(transactions: pd.DataFrame) -> pd.DataFrame:
 
 def model(dbt, session):
     dbt.config(materialized="table")
-    transactions = (
-        dbt.ref("fct_transactions")
-        .filter("is_completed")
-        .project("amount_usd, fee_usd, leverage, hour_of_day, day_of_week, tx_type, token_symbol")
-        .df()
+    transactions = dbt.ref("fct_transactions").filter(
+        "is_completed and amount_usd is not null and fee_usd is not null"
     )
-    return feature_importance(transactions)
+    # DuckDB returns rows in no fixed order: the sample is drawn from the sorted tx_ids, and
+    # only the sampled rows are fetched, in sample order.
+    tx_ids = np.sort(transactions.project("tx_id").fetchnumpy()["tx_id"])
+    sampled = tx_ids[sample_positions(len(tx_ids))]
+    order = session.from_df(pd.DataFrame({"tx_id": sampled, "sample_order": np.arange(len(sampled))}))
+    sample = (
+        transactions.join(order, "tx_id").project(f"{SAMPLE_COLUMNS}, sample_order").order("sample_order")
+    )
+    return feature_importance(sample.df())

@@ -35,28 +35,64 @@ klines as (
 
 {% set stablecoins = "('USDT', 'USDC', 'BUSD', 'FDUSD', 'TUSD', 'DAI', 'USD')" %}
 
-amount_priced as (
+-- Most transactions have a candle at their own minute: an equality join prices them. Only the
+-- rest go through the as-of join (latest earlier candle), which sorts far more than it matches.
+exact_priced as (
     select
         transactions.*,
-        klines.close_price as token_close,
-        klines.opened_at as token_priced_at
+        token_klines.close_price as exact_token_close,
+        fee_klines.close_price as exact_fee_token_close
     from transactions
-    asof left join klines
+    left join klines as token_klines
         on
-            transactions.token_symbol || 'USDT' = klines.symbol
-            and transactions.occurred_at >= klines.opened_at
+            transactions.token_symbol || 'USDT' = token_klines.symbol
+            and transactions.occurred_minute = token_klines.opened_at
+    left join klines as fee_klines
+        on
+            transactions.fee_token || 'USDT' = fee_klines.symbol
+            and transactions.occurred_minute = fee_klines.opened_at
 ),
+
+{% for side, token, exact in [
+    ('token', 'token_symbol', 'exact_token_close'),
+    ('fee', 'fee_token', 'exact_fee_token_close'),
+] %}
+    {{ side }}_fallback as (
+        select
+            unpriced.tx_id,
+            klines.close_price,
+            klines.opened_at
+        from (
+            select
+                tx_id,
+                {{ token }} || 'USDT' as symbol,
+                occurred_at
+            from exact_priced
+            where {{ exact }} is null and {{ token }} not in {{ stablecoins }}
+        ) as unpriced
+        asof inner join klines
+            on
+                unpriced.symbol = klines.symbol
+                and unpriced.occurred_at >= klines.opened_at
+    ),
+{% endfor %}
 
 fee_priced as (
     select
-        amount_priced.*,
-        klines.close_price as fee_token_close,
-        klines.opened_at as fee_token_priced_at
-    from amount_priced
-    asof left join klines
-        on
-            amount_priced.fee_token || 'USDT' = klines.symbol
-            and amount_priced.occurred_at >= klines.opened_at
+        exact_priced.* exclude (exact_priced.exact_token_close, exact_priced.exact_fee_token_close),
+        coalesce(exact_priced.exact_token_close, token_fallback.close_price) as token_close,
+        case
+            when exact_priced.exact_token_close is not null then exact_priced.occurred_minute
+            else token_fallback.opened_at
+        end as token_priced_at,
+        coalesce(exact_priced.exact_fee_token_close, fee_fallback.close_price) as fee_token_close,
+        case
+            when exact_priced.exact_fee_token_close is not null then exact_priced.occurred_minute
+            else fee_fallback.opened_at
+        end as fee_token_priced_at
+    from exact_priced
+    left join token_fallback on exact_priced.tx_id = token_fallback.tx_id
+    left join fee_fallback on exact_priced.tx_id = fee_fallback.tx_id
 ),
 
 prices as (

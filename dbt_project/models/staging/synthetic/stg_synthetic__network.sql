@@ -7,6 +7,9 @@
       forward), the usual choice for a slowly moving gauge sampled every minute.
     - dropped (is_dropped): a missing observed_at.
 #}
+-- A table, not a view: its dedupe would otherwise run again for every test and every reader.
+{{ config(materialized='table') }}
+
 with
 
 source as (

@@ -12,6 +12,9 @@
     - dropped (is_dropped): a missing tx_id, occurred_at or token, or a missing or zero amount.
     USD values need market data, so amount_usd and its outlier flags are added in fct_transactions.
 #}
+-- A table, not a view: its dedupe would otherwise run again for every test and every reader.
+{{ config(materialized='table') }}
+
 with
 
 source as (

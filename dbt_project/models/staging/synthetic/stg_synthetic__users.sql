@@ -11,6 +11,9 @@
     days_since_registration is measured to the lake's as-of time (var('as_of') or, by default,
     the latest login in the data), so the same data always gives the same marts.
 #}
+-- A table, not a view: its dedupe would otherwise run again for every test and every reader.
+{{ config(materialized='table') }}
+
 with
 
 source as (
