@@ -6,11 +6,14 @@ import contextlib
 import json
 import logging
 import os
+import queue
+import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,10 +32,17 @@ from flows.lake import (
 from flows.settings import Settings
 
 log = logging.getLogger(__name__)
-# Rows validated in one checkpoint run; bounds memory while keeping GE's per-run overhead small.
-CHUNK_ROWS = 1_000_000
+T = TypeVar("T")
+# Rows and arrow bytes validated in one checkpoint run: bound memory (two chunks are held at once,
+# one validated and the next one read) while keeping GE's per-run overhead (up to ~1 s) rare.
+CHUNK_ROWS = 2_000_000
+CHUNK_BYTES = 256 * 2**20
+PART_BYTES = 32 * 2**20
 SAMPLE_VALUES = 5
 DOCS_KEEP = 50  # validation results kept per suite in the Data Docs history
+# Result formats: a first pass with counts, and row indexes once something fails (run_checkpoint).
+BASIC = {"result_format": "BASIC"}
+COMPLETE = {"result_format": "COMPLETE"}
 FLAG = "flag"
 # Parents are validated before their children, so referential checks see this run's accepted rows.
 DATASET_ORDER = {"exchange_info": 0, "users": 0}
@@ -163,7 +173,7 @@ def register_checkpoint(context, suite, name: str):
     ):
         with contextlib.suppress(DataContextError, ValueError, KeyError):
             factory.delete(name=stored_name)
-    source = context.data_sources.add_or_update_pandas("lake")
+    source = _pandas_source(context)
     asset = next((a for a in source.assets if a.name == name), None) or source.add_dataframe_asset(name)
     batch = next((b for b in asset.batch_definitions if b.name == "whole"), None)
     batch = batch or asset.add_batch_definition_whole_dataframe("whole")
@@ -173,11 +183,7 @@ def register_checkpoint(context, suite, name: str):
             gx.ValidationDefinition(name=name, data=batch, suite=stored)
         )
         return context.checkpoints.add(
-            gx.Checkpoint(
-                name=name,
-                validation_definitions=[definition],
-                result_format={"result_format": "COMPLETE"},
-            )
+            gx.Checkpoint(name=name, validation_definitions=[definition], result_format=dict(BASIC))
         )
     except DataContextError:
         # Something stored could not be deleted (e.g. written by another GE version): the slow
@@ -187,26 +193,70 @@ def register_checkpoint(context, suite, name: str):
             gx.ValidationDefinition(name=name, data=batch, suite=stored)
         )
         return context.checkpoints.add_or_update(
-            gx.Checkpoint(
-                name=name,
-                validation_definitions=[definition],
-                result_format={"result_format": "COMPLETE"},
-            )
+            gx.Checkpoint(name=name, validation_definitions=[definition], result_format=dict(BASIC))
         )
 
 
-def run_checkpoint(checkpoint, frame: pd.DataFrame, validations: list | None = None):
-    """Run a checkpoint over a frame; the result id is appended to validations for Data Docs."""
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
-    key, validation = next(iter(result.run_results.items()))
+def _pandas_source(context, name: str = "lake"):
+    """The in-memory pandas data source, created once; its assets are kept between runs.
+
+    (add_or_update would replace it with an empty one, leaving every other stored checkpoint
+    pointing at an asset that no longer exists, and rewrites the project config each time.)
+    """
+    from great_expectations.datasource.fluent import PandasDatasource
+
+    try:
+        source = context.data_sources.get(name)
+    except KeyError:
+        return context.data_sources.add_pandas(name)
+    if isinstance(source, PandasDatasource):
+        return source
+    return context.data_sources.add_or_update_pandas(name)
+
+
+def run_checkpoint(context, checkpoint, frame: pd.DataFrame, validations: list | None = None):
+    """Run a checkpoint over a frame; the result id is appended to validations for Data Docs.
+
+    A checkpoint starts with BASIC results (counts and sample values, enough when nothing
+    fails or only flag-only expectations do). When another expectation fails, the checkpoint
+    switches to COMPLETE for good (the rows to quarantine, and the full Data Docs detail), the
+    BASIC result is removed from the store and the frame is validated again.
+    """
+    key, validation = _run(checkpoint, frame)
+    if not _is_complete(checkpoint.result_format) and _fails(validation):
+        context.validation_results_store.remove_key(key)
+        checkpoint.result_format = dict(COMPLETE)
+        checkpoint.save()
+        key, validation = _run(checkpoint, frame)
     if validations is not None:
         validations.append(key)
     return validation
 
 
+def _run(checkpoint, frame: pd.DataFrame):
+    result = checkpoint.run(batch_parameters={"dataframe": frame})
+    # The data source's execution engine keeps the frame cached until the next run; drop it so
+    # two chunks are never in memory at once.
+    for definition in checkpoint.validation_definitions:
+        batches = definition.data.data_asset.datasource.get_execution_engine().batch_manager
+        batches.reset_batch_cache()
+        batches.batch_data_cache.clear()
+    return next(iter(result.run_results.items()))
+
+
+def _is_complete(result_format) -> bool:
+    name = result_format.get("result_format") if isinstance(result_format, dict) else result_format
+    return str(getattr(name, "value", name)).upper() == "COMPLETE"
+
+
+def _fails(validation) -> bool:
+    """Whether an expectation that is not flag-only failed."""
+    return any(not r.success and not is_flag(r.expectation_config) for r in validation.results)
+
+
 def run_suite(context, suite, name: str, frame: pd.DataFrame, validations: list | None = None):
     """Validate one dataframe against a suite through a checkpoint; returns the validation result."""
-    return run_checkpoint(register_checkpoint(context, suite, name), frame, validations)
+    return run_checkpoint(context, register_checkpoint(context, suite, name), frame, validations)
 
 
 # Reading validation results ----------------------------------------------------------------------
@@ -246,7 +296,8 @@ def read_outcome(validation) -> Outcome:
         details = result.result or {}
         indexes = details.get("unexpected_index_list")
         if is_flag(config):
-            flagged[label] += len(indexes) if indexes is not None else 1
+            count = details.get("unexpected_count")
+            flagged[label] += int(count) if count is not None else 1
             continue
         if indexes is None:
             message = (result.exception_info or {}).get("exception_message")
@@ -274,32 +325,90 @@ def _group_batches(lake_dir: Path, zone: str = "landing") -> dict[tuple[str, str
     return groups
 
 
-def _chunks(lake_dir: Path, refs: list[BatchRef], zone: str) -> Iterator[list[tuple[BatchRef, pa.Table]]]:
-    """Batches with the same arrow schema, in chunks of about CHUNK_ROWS rows."""
-    chunk: list[tuple[BatchRef, pa.Table]] = []
-    rows, signature = 0, None
+def _chunks(
+    lake_dir: Path, refs: list[BatchRef], zone: str
+) -> Iterator[tuple[list[BatchRef], pd.DataFrame, int]]:
+    """Batches with the same arrow schema as one frame (and its arrow bytes) per at most
+    CHUNK_ROWS rows and CHUNK_BYTES (or one batch, if larger).
+
+    Each ref carries its row count (ref.rows). The batch tables are not kept (a batch that must
+    be split is read again when it is routed): every PART_BYTES they are merged into one part,
+    which keeps the many small allocations of per-file tables from piling up.
+    """
+    chunk: list[BatchRef] = []
+    parts: list[pa.Table] = []
+    tables: list[pa.Table] = []
+    rows, size, pending, signature = 0, 0, 0, None
     for ref in refs:
-        table = pq.read_table(ref.path(lake_dir, zone), partitioning=None)
-        this = table.schema.remove_metadata()
-        if chunk and (rows + table.num_rows > CHUNK_ROWS or not this.equals(signature)):
-            yield chunk
-            chunk, rows = [], 0
-        chunk.append((ref, table))
+        with pq.ParquetFile(ref.path(lake_dir, zone), pre_buffer=False) as file:
+            table = file.read(use_threads=False)  # small files: a thread pool costs more than it gains
+        nbytes = table.get_total_buffer_size()  # Table.nbytes takes ten times longer
+        full = rows + table.num_rows > CHUNK_ROWS or size + nbytes > CHUNK_BYTES
+        if chunk and (full or not table.schema.equals(signature, check_metadata=False)):
+            parts.append(_merge(tables))
+            yield chunk, _to_pandas(parts), size  # empties parts
+            chunk, rows, size, pending = [], 0, 0, 0
+            pa.default_memory_pool().release_unused()
+        chunk.append(replace(ref, rows=table.num_rows))
+        tables.append(table)
         rows += table.num_rows
-        signature = this
+        size += nbytes
+        pending += nbytes
+        signature = table.schema
+        if pending >= PART_BYTES:
+            parts.append(_merge(tables))
+            pending = 0
     if chunk:
-        yield chunk
+        parts.append(_merge(tables))
+        yield chunk, _to_pandas(parts), size
 
 
-def _exact_duplicates(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
-    """Positions of rows that are exact copies of an earlier row of the same batch."""
+def _merge(tables: list[pa.Table]) -> pa.Table:
+    """The tables (emptied) as one table with one chunk per column."""
+    table = pa.concat_tables(tables).combine_chunks()
+    tables.clear()
+    return table
+
+
+def _to_pandas(parts: list[pa.Table]) -> pd.DataFrame:
+    """The parts (emptied) as one frame with one contiguous chunk per column.
+
+    Columns are combined one at a time, each freeing its parts, so the peak stays near one copy
+    of the data; pandas then wraps numbers without copying. Contiguous strings matter: GE
+    filters the frame many times, and a take on chunked arrow strings concatenates every chunk.
+    """
+    table = pa.concat_tables(parts)
+    parts.clear()
+    for i in range(table.num_columns):
+        if table.column(i).num_chunks > 1:
+            table = table.set_column(i, table.field(i), table.column(i).combine_chunks())
+    return table.to_pandas(split_blocks=True, self_destruct=True)
+
+
+def _shared_keys(frame: pd.DataFrame, key: list[str]) -> np.ndarray | None:
+    """True where another row of the same batch has the same natural key (None without a key).
+
+    Rows are hashed and the hashes sorted; only rows whose hash repeats are compared exactly
+    (three times faster than DataFrame.duplicated when, as usual, no key repeats).
+    """
     if not key or not set(key) <= set(frame.columns) or "batch_id" not in frame.columns:
+        return None
+    columns = [*key, "batch_id"]
+    hashes = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+    ordered = np.sort(hashes)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    shared = np.zeros(len(frame), dtype=bool)
+    if len(repeated):
+        candidates = np.isin(hashes, repeated)
+        shared[candidates] = frame.loc[candidates, columns].duplicated(keep=False).to_numpy()
+    return shared
+
+
+def _exact_duplicates(frame: pd.DataFrame, shared: np.ndarray | None) -> np.ndarray:
+    """Positions of rows that are exact copies of an earlier row of the same batch."""
+    if shared is None or not shared.any():
         return np.zeros(0, dtype=np.int64)
-    shared = frame.duplicated([*key, "batch_id"], keep=False).to_numpy()
-    if not shared.any():
-        return np.zeros(0, dtype=np.int64)
-    candidates = frame.loc[shared]
-    copies = candidates.duplicated(keep="first").to_numpy()
+    copies = frame.loc[shared].duplicated(keep="first").to_numpy()
     return np.flatnonzero(shared)[copies]
 
 
@@ -333,11 +442,13 @@ class _Group:
 
     source: str
     dataset: str
+    context: object
     module: object
     checkpoint: object
     params: dict
     result: GateResult
     validations: list
+    in_quarantine: bool
 
 
 def validate_raw(settings: Settings) -> list[GateResult]:
@@ -358,20 +469,112 @@ def validate_zone(
             groups[(ref.source, ref.dataset)].append(ref)
     if not groups:
         return []
-    context = gx_context(settings)
+    order = sorted(groups, key=lambda g: (DATASET_ORDER.get(g[1], 1), g))
+
+    def frames() -> Iterator[tuple[tuple[str, str], list[BatchRef], pd.DataFrame, int]]:
+        for name in order:
+            for chunk, frame, size in _chunks(lake_dir, groups[name], zone):
+                yield name, chunk, frame, size
+
     results: list[GateResult] = []
     validations: list = []
-    order = sorted(groups, key=lambda g: (DATASET_ORDER.get(g[1], 1), g))
-    for source, dataset in order:
-        group = _open_group(context, settings, source, dataset, len(groups[(source, dataset)]), validations)
-        for chunk in _chunks(lake_dir, groups[(source, dataset)], zone):
-            _validate_chunk(settings, group, chunk, zone)
-        results.append(group.result)
-        log.info("gate 1 %s: %s", group.result.dataset, group.result.as_row())
+    group = None
+    # The first chunk is read while GE is imported, and each next one while this one is validated.
+    reader = _ReadAhead(frames(), lambda item: item[3], CHUNK_BYTES)
+    try:
+        context = gx_context(settings)
+        for (source, dataset), chunk, frame, _ in reader:
+            if group is None or (group.source, group.dataset) != (source, dataset):
+                _close_group(group, results)
+                count = len(groups[(source, dataset)])
+                group = _open_group(context, settings, source, dataset, count, validations)
+            _validate_chunk(settings, group, chunk, frame, zone)
+            del frame
+            # Arrow's allocator keeps freed pages per thread; hand them back between chunks.
+            pa.default_memory_pool().release_unused()
+    finally:
+        reader.close()
+    _close_group(group, results)
     if build_docs:
         build_data_docs(context, validations)
     record_gate_results(settings, results)
     return results
+
+
+def _close_group(group: _Group | None, results: list[GateResult]) -> None:
+    if group is not None:
+        results.append(group.result)
+        log.info("gate 1 %s: %s", group.result.dataset, group.result.as_row())
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+class _ReadAhead(Iterator[T]):
+    """The items of an iterator, produced in a thread ahead of the consumer, within a budget.
+
+    The thread starts at once, so items are produced while the caller sets up. It starts the
+    next item only while the items produced and not yet finished with (the consumer is done
+    with an item when it asks for the next one) weigh at most `budget`: with chunks of at most
+    CHUNK_BYTES and that budget, about two chunks are in memory at a time, the one validated
+    and the next one read (parquet decoding releases the GIL); small ones add little.
+    """
+
+    def __init__(self, items: Iterator[T], weight: Callable[[T], int], budget: int) -> None:
+        self._weight, self._budget = weight, budget
+        self._pending: list[int] = []  # weights of the items produced and not finished with
+        self._consumed = False
+        self._room = threading.Condition()
+        self._ready: queue.Queue = queue.Queue()
+        self._stop = False
+        threading.Thread(target=self._produce, args=(items,), name="gate-reader", daemon=True).start()
+
+    def _produce(self, items: Iterator[T]) -> None:
+        try:
+            while True:
+                with self._room:
+                    self._room.wait_for(lambda: self._stop or sum(self._pending) <= self._budget)
+                    if self._stop:
+                        return
+                item = next(items, _END)
+                with self._room:
+                    if self._stop:
+                        return
+                    if item is not _END:
+                        self._pending.append(self._weight(item))
+                self._ready.put(item)
+                if item is _END:
+                    return
+                del item
+        except BaseException as exc:  # re-raised in the consumer
+            self._ready.put(_Failed(exc))
+
+    def __next__(self) -> T:
+        with self._room:
+            if self._stop:
+                raise StopIteration
+            if self._consumed:
+                self._pending.pop(0)  # the consumer is done with the previous item
+                self._room.notify()
+        item = self._ready.get()
+        self._consumed = not (item is _END or isinstance(item, _Failed))
+        if not self._consumed:
+            self.close()
+            if isinstance(item, _Failed):
+                raise item.error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop the thread (it finishes the item it is producing, then drops it)."""
+        with self._room:
+            self._stop = True
+            self._room.notify()
 
 
 def _open_group(
@@ -393,70 +596,80 @@ def _open_group(
         suite.name = f"raw_{source}_{dataset}"
         checkpoint = register_checkpoint(context, suite, suite.name)
     result = GateResult(gate="raw", dataset=f"{source}.{dataset}", batches=batches)
-    return _Group(source, dataset, module, checkpoint, params, result, validations)
+    in_quarantine = (settings.lake_dir / "quarantine" / source / dataset).exists()
+    return _Group(source, dataset, context, module, checkpoint, params, result, validations, in_quarantine)
 
 
-def _validate_chunk(settings: Settings, group: _Group, chunk: list[tuple[BatchRef, pa.Table]], zone: str):
+def _validate_chunk(settings: Settings, group: _Group, refs: list[BatchRef], frame: pd.DataFrame, zone: str):
+    from expectations.suites._common import KEY_SHARED
+
     result = group.result
-    frame = pa.concat_tables([t for _, t in chunk]).to_pandas()
-    owner = np.repeat(np.arange(len(chunk)), [t.num_rows for _, t in chunk])
-    row_in_batch = np.concatenate([np.arange(t.num_rows) for _, t in chunk])
+    counts = np.array([ref.rows for ref in refs], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    owner = np.repeat(np.arange(len(refs)), counts)
+    row_in_batch = np.arange(len(frame)) - np.repeat(starts[:-1], counts)
     module = group.module
     outcome = Outcome({}, [], Counter(), {}, 0)
     copies = np.zeros(0, dtype=np.int64)
+    collapsed = np.zeros(len(refs), dtype=np.int64)
     if module is not None:
-        copies = _exact_duplicates(frame, list(getattr(module, "KEY", [])))
+        key = list(getattr(module, "KEY", []))
+        shared = _shared_keys(frame, key)
+        copies = _exact_duplicates(frame, shared)
         if len(copies):
             keep = np.ones(len(frame), dtype=bool)
             keep[copies] = False
             frame = frame.loc[keep].reset_index(drop=True)
-            copies_owner = owner[~keep]
+            collapsed = np.bincount(owner[copies], minlength=len(refs))
             owner, row_in_batch = owner[keep], row_in_batch[keep]
+            shared = _shared_keys(frame, key)
+        params = group.params if shared is None else {**group.params, KEY_SHARED: shared}
         prepare = getattr(module, "prepare", None)
         problem = None
         if prepare is not None:
             try:
-                frame = prepare(frame, group.params)
+                frame = prepare(frame, params)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 # A schema break: the check columns cannot be derived, so the column-set
                 # expectation fails and the whole chunk (one schema) is quarantined.
                 problem = f"cannot derive check columns: {type(exc).__name__}: {exc}"
-        outcome = read_outcome(run_checkpoint(group.checkpoint, frame, group.validations))
+        outcome = read_outcome(run_checkpoint(group.context, group.checkpoint, frame, group.validations))
         if problem:
             outcome.table_level.append(problem)
     result.evaluated = max(result.evaluated, outcome.evaluated)
     result.flagged += sum(outcome.flagged.values())
     result.flagged_rows.update(outcome.flagged)
     result.failed_expectations.extend(outcome.table_level)
-    collapsed = np.bincount(copies_owner, minlength=len(chunk)) if len(copies) else None
     # Per batch: positions (in the batch file) of bad rows and their labels.
     per_batch: dict[int, dict[int, list[str]]] = defaultdict(dict)
     for index, labels in outcome.bad_rows.items():
         per_batch[int(owner[index])][int(row_in_batch[index])] = labels
         result.failed_rows.update(set(labels))
         result.failed_expectations.extend(labels)
+    # Rows left after collapsing copies, for the batches that had copies (owner is sorted).
     kept_rows: dict[int, np.ndarray] = {}
     if len(copies):
-        for b in range(len(chunk)):
-            kept_rows[b] = row_in_batch[owner == b]
-    for b, (ref, table) in enumerate(chunk):
+        bounds = np.searchsorted(owner, np.arange(len(refs) + 1))
+        for b in np.flatnonzero(collapsed):
+            kept_rows[int(b)] = row_in_batch[bounds[b] : bounds[b + 1]]
+    for b, ref in enumerate(refs):
         if outcome.table_level:
-            bad = dict.fromkeys(range(table.num_rows), outcome.table_level)
+            bad = dict.fromkeys(range(ref.rows), outcome.table_level)
             result.batches_quarantined += 1
         else:
             bad = per_batch.get(b, {})
-        n_copies = int(collapsed[b]) if collapsed is not None else 0
+        n_copies = int(collapsed[b])
         result.duplicates_collapsed += n_copies
         accepted, quarantined = route_batch(
             settings.lake_dir,
             ref,
-            table,
             bad,
             outcome.samples,
             zone=zone,
             kept=kept_rows.get(b),
             duplicates_collapsed=n_copies,
             whole_batch=bool(outcome.table_level),
+            in_quarantine=group.in_quarantine,
         )
         result.accepted += accepted
         result.quarantined += quarantined
@@ -467,7 +680,6 @@ def _validate_chunk(settings: Settings, group: _Group, chunk: list[tuple[BatchRe
 def route_batch(
     lake_dir: Path,
     ref: BatchRef,
-    table: pa.Table,
     bad: dict[int, list[str]],
     samples: dict[str, list],
     *,
@@ -475,22 +687,27 @@ def route_batch(
     kept: np.ndarray | None = None,
     duplicates_collapsed: int = 0,
     whole_batch: bool = False,
+    in_quarantine: bool = True,
 ) -> tuple[int, int]:
     """Good rows of a batch to raw, bad rows to quarantine with a JSON reason; then drop the source.
 
-    Rows are taken from the batch's arrow table, so what lands in raw keeps the exact schema.
+    A landed batch with nothing to drop is moved as a file (ref.rows is its row count); otherwise
+    rows are taken from the batch's arrow table, so what lands in raw keeps the exact schema.
     From quarantine (a release), admitted rows join the batch's accepted rows already in raw.
+    in_quarantine=False says the dataset has nothing in quarantine, so no stale reason to remove.
     """
+    if zone == "landing" and not bad and kept is None:
+        move_batch(lake_dir, ref, "landing", "raw")
+        if in_quarantine:
+            _remove_quarantine(ref.path(lake_dir, "quarantine"))
+        return ref.rows, 0
+    source_path = ref.path(lake_dir, zone)
+    quarantine_path = ref.path(lake_dir, "quarantine")
+    raw_path = ref.path(lake_dir, "raw")
+    table = pq.read_table(source_path, partitioning=None)
     rows = np.arange(table.num_rows) if kept is None else np.asarray(kept)
     bad_positions = np.array(sorted(bad), dtype=np.int64)
     good_positions = rows[~np.isin(rows, bad_positions)]
-    source_path = ref.path(lake_dir, zone)
-    raw_path = ref.path(lake_dir, "raw")
-    quarantine_path = ref.path(lake_dir, "quarantine")
-    if zone == "landing" and not len(bad_positions) and len(good_positions) == table.num_rows:
-        move_batch(lake_dir, ref, "landing", "raw")
-        _remove_quarantine(quarantine_path)
-        return table.num_rows, 0
     if len(good_positions):
         good = table.take(pa.array(good_positions))
         if zone == "quarantine" and raw_path.exists():
@@ -567,6 +784,55 @@ def record_gate_results(settings: Settings, results: list[GateResult]) -> Path |
 # Gate 2 --------------------------------------------------------------------------------------------
 
 
+# Expectation types that read every column of the table, not only the ones they name.
+WHOLE_TABLE = frozenset(
+    {
+        "expect_table_columns_to_match_set",
+        "expect_table_columns_to_match_ordered_list",
+        "expect_table_column_count_to_equal",
+        "expect_table_column_count_to_be_between",
+    }
+)
+
+
+def mart_suite(name: str, params: dict):
+    """A mart's suite and its prepare function (None without one)."""
+    from expectations.suites import _marts, load_module
+
+    module = load_module(name)
+    if module is None:
+        # No dedicated module: the dbt-declared grain and the row count against the snapshot.
+        return _marts.generic(name, params), None
+    return module.build_suite(params), getattr(module, "prepare", None)
+
+
+def suite_columns(suite) -> set[str] | None:
+    """The columns a suite's expectations read, or None when one of them needs the whole table."""
+    columns: set[str] = set()
+    for expectation in suite.expectations:
+        if expectation.expectation_type in WHOLE_TABLE or getattr(expectation, "row_condition", None):
+            return None
+        for attribute in ("column", "column_A", "column_B"):
+            if getattr(expectation, attribute, None) is not None:
+                columns.add(getattr(expectation, attribute))
+        columns.update(getattr(expectation, "column_list", None) or [])
+    return columns
+
+
+def mart_columns(name: str, params: dict, available: list[str]) -> list[str] | None:
+    """The columns of a mart gate 2 needs to read (None: all of them, e.g. for a prepare step).
+
+    Columns no expectation names are not read: GE copies every column of the frame whenever
+    it drops the nulls of a column (fct_transactions has 29 columns, its suite reads one).
+    """
+    suite, prepare = mart_suite(name, {"now": utc_now(), **params})
+    needed = suite_columns(suite)
+    if prepare is not None or needed is None:
+        return None
+    # At least one column, so the frame keeps its rows for the row-count expectation.
+    return [c for c in available if c in needed] or available[:1]
+
+
 def validate_frame(
     settings: Settings,
     name: str,
@@ -575,20 +841,15 @@ def validate_frame(
     params: dict | None = None,
     validations: list | None = None,
 ) -> GateResult:
-    """Gate 2 for one mart: the mart's suite over its published-to-be parquet."""
-    from expectations.suites import _marts, load_module
-
+    """Gate 2 for one mart: the mart's suite over its published-to-be frame."""
     result = GateResult(gate="marts", dataset=name, batches=1, accepted=len(frame))
     params = {"now": utc_now(), **(params or {})}
-    module = load_module(name)
-    if module is not None:
-        suite = module.build_suite(params)
-        prepare = getattr(module, "prepare", None)
-        if prepare is not None:
-            frame = prepare(frame, params)
-    else:
-        # No dedicated module: the dbt-declared grain and the row count against the snapshot.
-        suite = _marts.generic(name, params)
+    suite, prepare = mart_suite(name, params)
+    if prepare is not None:
+        frame = prepare(frame, params)
+    needed = suite_columns(suite)
+    if needed is not None:
+        frame = frame[[c for c in frame.columns if c in needed] or list(frame.columns[:1])]
     context = context or gx_context(settings)
     validation = run_suite(context, suite, f"mart_{name}", frame, validations)
     outcome = read_outcome(validation)

@@ -64,9 +64,16 @@ def flag(expectation):
     return expectation
 
 
-def key_is_unique(frame: pd.DataFrame, key: list[str]) -> np.ndarray:
+# params entry gate 1 fills: True where another row of the batch shares the key (saves a pass).
+KEY_SHARED = "key_shared"
+
+
+def key_is_unique(frame: pd.DataFrame, key: list[str], params: dict | None = None) -> np.ndarray:
     """True where no other row of the same batch shares the natural key."""
-    return ~frame.duplicated([*key, "batch_id"], keep=False).to_numpy()
+    shared = (params or {}).get(KEY_SHARED)
+    if shared is None or len(shared) != len(frame):
+        shared = frame.duplicated([*key, "batch_id"], keep=False).to_numpy()
+    return ~shared
 
 
 def add_key_unique(exps: list, key: list[str]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from pathlib import Path
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
@@ -134,13 +136,22 @@ def suite(name: str, exps: list) -> gx.ExpectationSuite:
 
 def dbt_grains() -> dict[str, list[str]]:
     """Each mart's grain as the dbt project declares it (unique_combination, or a unique column)."""
-    import yaml
-
     from flows.settings import PROJECT_ROOT
 
+    paths = sorted((PROJECT_ROOT / "dbt_project" / "models" / "marts").rglob("*.yml"))
+    # Parsed once per set of file versions: gate 2 asks for every mart without a suite module.
+    grains = _grains(tuple((str(path), path.stat().st_mtime_ns) for path in paths))
+    return {name: list(columns) for name, columns in grains.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _grains(files: tuple[tuple[str, int], ...]) -> dict[str, list[str]]:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     grains: dict[str, list[str]] = {}
-    for path in sorted((PROJECT_ROOT / "dbt_project" / "models" / "marts").rglob("*.yml")):
-        for model in (yaml.safe_load(path.read_text()) or {}).get("models") or []:
+    for path, _ in files:
+        for model in (yaml.load(Path(path).read_text(), Loader=loader) or {}).get("models") or []:
             for test in model.get("data_tests") or model.get("tests") or []:
                 if isinstance(test, dict) and "unique_combination" in test:
                     spec = test["unique_combination"] or {}

@@ -38,4 +38,4 @@ def build_suite(params: dict) -> gx.ExpectationSuite:
 
 
 def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
-    return frame.assign(check__key_unique_in_batch=key_is_unique(frame, KEY))
+    return frame.assign(check__key_unique_in_batch=key_is_unique(frame, KEY, params))

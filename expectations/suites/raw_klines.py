@@ -125,12 +125,14 @@ def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
     p = {**DEFAULTS, **params}
     open_ms = _ms(frame["open_time"])
     close_ms = _ms(frame["close_time"])
-    interval = frame["interval"].astype("string")
-    length = interval.map(INTERVAL_MS).to_numpy(dtype="float64", na_value=np.nan)
-    anchor = np.where(interval.to_numpy(dtype=object) == "1w", WEEK_ANCHOR_MS, 0)
-    offset = np.mod(open_ms - anchor, length)
+    # Per distinct interval, then spread by code (-1, a missing interval, picks the last entry).
+    codes, names = pd.factorize(frame["interval"])
+    names = [str(name) for name in names]
+    length = np.array([*(INTERVAL_MS.get(n, np.nan) for n in names), np.nan], dtype="float64")[codes]
+    weekly = np.array([*(n == "1w" for n in names), False])[codes]
+    monthly = np.array([*(n == "1M" for n in names), False])[codes]
+    offset = np.mod(open_ms - np.where(weekly, WEEK_ANCHOR_MS, 0), length)
     expected_close = open_ms + length - 1
-    monthly = (interval == "1M").to_numpy(dtype=bool, na_value=False)
     if monthly.any():
         opened = open_ms[monthly].astype("int64").astype("datetime64[ms]")
         month = opened.astype("datetime64[M]")
@@ -148,7 +150,7 @@ def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
         check__ms_closed_before_now=now_ms - close_ms,
         check__wick_ratio=np.where(np.isfinite(wick), wick, np.nan),
         check__price_jump_sigmas=price_jump_sigmas(frame, open_ms, close, int(p["price_jump_window"])),
-        check__key_unique_in_batch=key_is_unique(frame, KEY),
+        check__key_unique_in_batch=key_is_unique(frame, KEY, params),
     )
 
 
@@ -156,7 +158,8 @@ def price_jump_sigmas(frame: pd.DataFrame, open_ms: np.ndarray, close: np.ndarra
     """|log return| over the std of the previous `window` log returns, per market/symbol/interval.
 
     Rows are ordered by series and time first; the first `window` returns of each series in a
-    chunk have no history and are not scored (NaN).
+    chunk have no history and are not scored: 0, like any row without a finite score (not
+    NaN, which would make GE copy the whole frame to drop nulls for each metric of the check).
     """
     n = len(frame)
     if n == 0:
@@ -172,7 +175,7 @@ def price_jump_sigmas(frame: pd.DataFrame, open_ms: np.ndarray, close: np.ndarra
     position = np.arange(n) - np.maximum.accumulate(np.where(starts, np.arange(n), 0))
     with np.errstate(divide="ignore", invalid="ignore"):
         score = np.abs(returns) / history
-    score[(position <= window) | ~np.isfinite(score)] = np.nan
+    score[(position <= window) | ~np.isfinite(score)] = 0.0
     out = np.empty(n)
     out[order] = score
     return out

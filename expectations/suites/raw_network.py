@@ -50,6 +50,6 @@ def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
     observed = frame["observed_at"]
     second = (observed.dt.second + observed.dt.microsecond).astype("float64")
     return frame.assign(
-        check__key_unique_in_batch=key_is_unique(frame, KEY),
+        check__key_unique_in_batch=key_is_unique(frame, KEY, params),
         check__observed_at_offset=second,
     )

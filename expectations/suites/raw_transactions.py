@@ -86,7 +86,7 @@ def build_suite(params: dict) -> gx.ExpectationSuite:
 
 
 def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
-    frame = frame.assign(check__key_unique_in_batch=key_is_unique(frame, KEY))
+    frame = frame.assign(check__key_unique_in_batch=key_is_unique(frame, KEY, params))
     known = params.get("known_users")
     if known is not None:
         known = np.asarray(known, dtype=np.int64)

@@ -255,3 +255,38 @@ def test_duplicate_grain_and_wrong_rollup_fail_gate_2_by_name(settings, publishe
     assert "check__rollup_volume_error" in message
     assert "check__rollup_num_trades_error" not in message
     assert hashes(settings.lake_dir) == before
+
+
+def test_gate_2_reads_only_the_columns_a_suite_names():
+    import great_expectations.expectations as gxe
+
+    from expectations.suites import _marts
+    from flows.quality import mart_columns, suite_columns
+
+    available = ["tx_id", "occurred_at", "amount", "from_address", "status"]
+    # A mart without a suite module: row count and the dbt grain (tx_id) only.
+    assert mart_columns("fct_transactions", {}, available) == ["tx_id"]
+    # Its own suite with a prepare step derives check columns from other columns: read all.
+    assert mart_columns("fct_klines_hourly", {}, available) is None
+    # The row count alone still needs one column to count rows.
+    assert mart_columns("no_such_mart", {}, available) == ["tx_id"]
+    whole = _marts.suite("t", [gxe.ExpectTableColumnsToMatchSet(column_set=["a"], exact_match=True)])
+    assert suite_columns(whole) is None
+    pair = _marts.suite("t", [gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="high", column_B="low")])
+    assert suite_columns(pair) == {"high", "low"}
+
+
+def test_dbt_grains_are_parsed_once_and_handed_out_as_copies(monkeypatch):
+    import yaml
+
+    from expectations.suites._marts import _grains, dbt_grains
+
+    _grains.cache_clear()
+    loads = []
+    real_load = yaml.load
+    monkeypatch.setattr(yaml, "load", lambda *a, **kw: loads.append(1) or real_load(*a, **kw))
+    first = dbt_grains()
+    parsed = len(loads)
+    first["fct_transactions"].append("changed")
+    assert dbt_grains()["fct_transactions"] == ["tx_id"]
+    assert parsed > 0 and len(loads) == parsed

@@ -306,3 +306,124 @@ def test_every_raw_dataset_has_a_suite(dataset):
 
     suite = load_suite(dataset, {"now": datetime.now(UTC)})
     assert suite.name == dataset and len(suite.expectations) > 5
+
+
+def validation_results(settings, suite: str) -> list[dict]:
+    """The stored GE validation results of one suite, oldest first."""
+    root = settings.gx_root / "gx" / "uncommitted" / "validations" / suite
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("*.json"))]
+
+
+def test_chunked_validation_routes_each_row_of_each_batch(settings, lake_dir, monkeypatch):
+    import flows.quality as quality
+
+    monkeypatch.setattr(quality, "CHUNK_ROWS", 60)  # 3 days of 30 candles: chunks of 2 and 1 batches
+    frames = [klines(30, start=T0 + pd.Timedelta(days=d)) for d in range(3)]
+    frames[2].loc[7, "num_trades"] = -1  # in the second chunk
+    frames[2] = pd.concat([frames[2], frames[2].iloc[[3]]], ignore_index=True)  # an exact copy
+    for frame in frames:
+        land_klines(lake_dir, frame)
+
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined, result.duplicates_collapsed) == (89, 1, 1)
+    [reason] = reasons(lake_dir)
+    assert reason["partition"]["date"] == "2026-10-03" and reason["rows_in_batch"] == 31
+    [(position, [label])] = reason["row_reasons"].items()
+    assert position == "0" and "column=num_trades, min_value" in label
+    quarantined = pq.read_table(next((lake_dir / "quarantine").rglob("*.parquet")), partitioning=None)
+    assert quarantined["open_time"].to_pylist() == [frames[2].loc[7, "open_time"]]
+    assert len(raw_rows(lake_dir)) == 89 and raw_rows(lake_dir)["open_time"].is_unique
+    # One stored validation per chunk, whatever result format it needed.
+    assert len(validation_results(settings, "raw_binance_klines")) == 2
+
+
+def test_failing_chunks_are_validated_again_with_row_indexes(settings, lake_dir, monkeypatch):
+    import flows.quality as quality
+
+    monkeypatch.setattr(quality, "CHUNK_ROWS", 30)
+    frames = [klines(30, start=T0 + pd.Timedelta(days=d)) for d in range(3)]
+    frames[1].loc[4, "num_trades"] = -1
+    for frame in frames:
+        land_klines(lake_dir, frame)
+
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined) == (89, 1)
+    stored = validation_results(settings, "raw_binance_klines")
+    formats = [
+        "COMPLETE" if any("unexpected_index_list" in r["result"] for r in v["results"]) else "BASIC"
+        for v in stored
+    ]
+    # A clean first chunk keeps its BASIC result; from the first failure on, the suite's
+    # checkpoint gives COMPLETE results, and the failing chunk's BASIC result is not kept.
+    assert formats == ["BASIC", "COMPLETE", "COMPLETE"]
+    failing = next(r for r in stored[1]["results"] if not r["success"])
+    assert failing["result"]["unexpected_index_list"] == [4]
+
+
+def test_shared_keys_match_dataframe_duplicated():
+    from flows.quality import _shared_keys
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "symbol": rng.choice(["BTCUSDT", "ETHUSDT", None], 5000),
+            "open_time": pd.to_datetime(rng.integers(0, 400, 5000), unit="m", utc=True),
+            "batch_id": rng.choice(["a", "b"], 5000),
+            "value": rng.normal(size=5000),
+        }
+    )
+    expected = frame.duplicated(["symbol", "open_time", "batch_id"], keep=False).to_numpy()
+    assert expected.any() and not expected.all()
+    assert (_shared_keys(frame, ["symbol", "open_time"]) == expected).all()
+    unique = frame.drop_duplicates(["symbol", "open_time", "batch_id"])
+    assert not _shared_keys(unique, ["symbol", "open_time"]).any()
+    assert _shared_keys(frame, ["missing"]) is None
+
+
+def test_read_ahead_keeps_order_stays_within_its_budget_and_reraises():
+    import time
+
+    from flows.quality import _ReadAhead
+
+    made: list[int] = []
+
+    def numbers(fail_at: int | None = None):
+        for i in range(5):
+            if i == fail_at:
+                raise ValueError("unreadable batch")
+            made.append(i)
+            yield i
+
+    # Budget of one item of weight 1: the next one is started while at most one is unfinished.
+    reader = _ReadAhead(numbers(), weight=lambda i: 1, budget=1)
+    time.sleep(0.2)
+    assert made == [0, 1]  # produced before anything is asked for, but no further
+    assert next(reader) == 0
+    time.sleep(0.2)
+    assert made == [0, 1]  # item 0 is not finished with until the next one is asked for
+    assert next(reader) == 1
+    time.sleep(0.2)
+    assert made == [0, 1, 2]
+    assert list(reader) == [2, 3, 4]
+    assert next(reader, None) is None  # exhausted for good, not waiting on the thread
+    made.clear()
+    heavy = _ReadAhead(numbers(), weight=lambda i: 5, budget=1)
+    time.sleep(0.2)
+    assert made == [0]  # an item over budget is never joined by another
+    assert list(heavy) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="unreadable batch"):
+        list(_ReadAhead(numbers(fail_at=2), weight=lambda i: 1, budget=1))
+
+
+def test_checkpoints_of_other_suites_survive_a_registration(settings):
+    from expectations.suites import load_suite
+    from flows.quality import gx_context, register_checkpoint
+
+    context = gx_context(settings)
+    for name in ("raw_users", "raw_network"):
+        register_checkpoint(context, load_suite(name, {"now": datetime.now(UTC)}), name)
+    # Both assets stay in the data source, so the first checkpoint still loads.
+    assert context.checkpoints.get("raw_users").validation_definitions[0].data.data_asset.name == "raw_users"
+    assert {a.name for a in context.data_sources.get("lake").assets} >= {"raw_users", "raw_network"}
