@@ -128,3 +128,13 @@
         select 1
     {%- endif %}
 {%- endmacro %}
+
+
+{# The filter for upstream rows this incremental model has not read yet (true on a full build). #}
+{% macro loaded_since_last_run(column='loaded_at') -%}
+    {%- if is_incremental() -%}
+        {{ column }} > {{ loaded_watermark() }}
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}

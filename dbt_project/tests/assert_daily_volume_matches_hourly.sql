@@ -1,5 +1,6 @@
 -- A day rolled up from 1-minute candles holds exactly the volume, trades and extremes of its
--- hours (both marts read int_klines_unioned; this catches a rollup or incremental drift).
+-- hours (the daily mart is rolled up from the hourly one; this catches a rollup or incremental
+-- drift).
 with
 
 daily as (

@@ -5,7 +5,14 @@
     price_source says so; beyond that the USD values stay null rather than guess.
     Outliers are flagged, not removed: a robust z-score of ln(amount_usd) (and of ln(fee_usd))
     within the transaction type, |z| > 4 with z = (x - median) / (1.4826 * MAD).
+
+    Pricing runs on narrow rows (a transaction's id, its two symbols and its minute) and the wide
+    transaction row is joined once at the end: carrying every column through the price joins
+    made the build spill gigabytes to disk under the warehouse's memory limit.
 #}
+{% set stablecoins = "('USDT', 'USDC', 'BUSD', 'FDUSD', 'TUSD', 'DAI', 'USD')" %}
+{% set staleness = var('price_staleness_minutes') | int %}
+
 with
 
 transactions as (
@@ -13,123 +20,137 @@ transactions as (
     where not is_dropped
 ),
 
--- Only the candles of the transactions' time span: the as-of join then sorts far fewer rows.
+int_klines_unioned as (
+    select * from {{ ref('int_klines_unioned') }}
+),
+
+legs as (
+    select
+        tx_id,
+        tx_type,
+        amount,
+        fee,
+        occurred_minute,
+        token_symbol in {{ stablecoins }} as is_stable_token,
+        fee_token in {{ stablecoins }} as is_stable_fee_token,
+        token_symbol || 'USDT' as token_market,
+        fee_token || 'USDT' as fee_market
+    from transactions
+),
+
+-- Only the candles of the transactions' time span.
 transaction_span as (
     select
-        min(occurred_minute)
-        - to_minutes(cast({{ var('price_staleness_minutes') }} as bigint)) as first_minute,
+        min(occurred_minute) - to_minutes(cast({{ staleness }} as bigint)) as first_minute,
         max(occurred_minute) as last_minute
-    from transactions
+    from legs
 ),
 
 klines as (
     select
-        klines_1m.symbol,
-        klines_1m.opened_at,
-        klines_1m.close_price
-    from {{ ref('int_klines_unioned') }} as klines_1m
+        int_klines_unioned.symbol,
+        int_klines_unioned.opened_at,
+        int_klines_unioned.close_price
+    from int_klines_unioned
     inner join transaction_span
-        on klines_1m.opened_at between transaction_span.first_minute and transaction_span.last_minute
-    where klines_1m.market = 'spot' and klines_1m.kline_interval = '1m'
+        on int_klines_unioned.opened_at between transaction_span.first_minute and transaction_span.last_minute
+    where int_klines_unioned.market = 'spot' and int_klines_unioned.kline_interval = '1m'
 ),
 
-{% set stablecoins = "('USDT', 'USDC', 'BUSD', 'FDUSD', 'TUSD', 'DAI', 'USD')" %}
-
--- Most transactions have a candle at their own minute: an equality join prices them. Only the
--- rest go through the as-of join (latest earlier candle), which sorts far more than it matches.
+-- Most transactions have a candle at their own minute: an equality join prices them.
 exact_priced as (
     select
-        transactions.*,
+        legs.*,
         token_klines.close_price as exact_token_close,
         fee_klines.close_price as exact_fee_token_close
-    from transactions
+    from legs
     left join klines as token_klines
         on
-            transactions.token_symbol || 'USDT' = token_klines.symbol
-            and transactions.occurred_minute = token_klines.opened_at
+            legs.token_market = token_klines.symbol
+            and legs.occurred_minute = token_klines.opened_at
     left join klines as fee_klines
         on
-            transactions.fee_token || 'USDT' = fee_klines.symbol
-            and transactions.occurred_minute = fee_klines.opened_at
+            legs.fee_market = fee_klines.symbol
+            and legs.occurred_minute = fee_klines.opened_at
 ),
 
-{% for side, token, exact in [
-    ('token', 'token_symbol', 'exact_token_close'),
-    ('fee', 'fee_token', 'exact_fee_token_close'),
-] %}
-    {{ side }}_fallback as (
-        select
-            unpriced.tx_id,
-            klines.close_price,
-            klines.opened_at
-        from (
-            select
-                tx_id,
-                {{ token }} || 'USDT' as symbol,
-                occurred_at
-            from exact_priced
-            where {{ exact }} is null and {{ token }} not in {{ stablecoins }}
-        ) as unpriced
-        asof inner join klines
-            on
-                unpriced.symbol = klines.symbol
-                and unpriced.occurred_at >= klines.opened_at
-    ),
-{% endfor %}
+listed_markets as (
+    select distinct symbol from klines
+),
 
-fee_priced as (
+-- The (market, minute) pairs without a candle, for symbols that have candles at all.
+missing_minutes as (
+    select distinct
+        unpriced.market,
+        unpriced.occurred_minute
+    from (
+        select
+            token_market as market,
+            occurred_minute
+        from exact_priced
+        where exact_token_close is null and not is_stable_token
+        union all
+        select
+            fee_market as market,
+            occurred_minute
+        from exact_priced
+        where exact_fee_token_close is null and not is_stable_fee_token
+    ) as unpriced
+    semi join listed_markets on unpriced.market = listed_markets.symbol
+),
+
+-- Each missing minute looks back minute by minute over the staleness window: an equality join
+-- on the candidate minutes (an as-of join would sort every candle even when nothing is missing).
+candidate_minutes as (
     select
-        exact_priced.* exclude (exact_priced.exact_token_close, exact_priced.exact_fee_token_close),
-        coalesce(exact_priced.exact_token_close, token_fallback.close_price) as token_close,
-        case
-            when exact_priced.exact_token_close is not null then exact_priced.occurred_minute
-            else token_fallback.opened_at
-        end as token_priced_at,
-        coalesce(exact_priced.exact_fee_token_close, fee_fallback.close_price) as fee_token_close,
-        case
-            when exact_priced.exact_fee_token_close is not null then exact_priced.occurred_minute
-            else fee_fallback.opened_at
-        end as fee_token_priced_at
-    from exact_priced
-    left join token_fallback on exact_priced.tx_id = token_fallback.tx_id
-    left join fee_fallback on exact_priced.tx_id = fee_fallback.tx_id
+        market,
+        occurred_minute,
+        occurred_minute - to_minutes(unnest(range(1, {{ staleness + 1 }}))) as candidate_minute
+    from missing_minutes
+),
+
+earlier_closes as (
+    select
+        candidate_minutes.market,
+        candidate_minutes.occurred_minute,
+        arg_max(klines.close_price, klines.opened_at) as close_price
+    from candidate_minutes
+    inner join klines
+        on
+            candidate_minutes.market = klines.symbol
+            and candidate_minutes.candidate_minute = klines.opened_at
+    group by candidate_minutes.market, candidate_minutes.occurred_minute
 ),
 
 prices as (
     select
-        *,
+        exact_priced.tx_id,
+        exact_priced.tx_type,
         case
-            when token_symbol in {{ stablecoins }} then 1.0
-            when
-                token_priced_at
-                >= occurred_minute - to_minutes(cast({{ var('price_staleness_minutes') }} as bigint))
-                then token_close
+            when exact_priced.is_stable_token then 1.0
+            else coalesce(exact_priced.exact_token_close, token_earlier.close_price)
         end as token_price_usd,
         case
-            when fee_token in {{ stablecoins }} then 1.0
-            when
-                fee_token_priced_at
-                >= occurred_minute - to_minutes(cast({{ var('price_staleness_minutes') }} as bigint))
-                then fee_token_close
+            when exact_priced.is_stable_fee_token then 1.0
+            else coalesce(exact_priced.exact_fee_token_close, fee_earlier.close_price)
         end as fee_token_price_usd,
         case
-            when token_symbol in {{ stablecoins }} then 'stablecoin'
-            when token_priced_at = occurred_minute then 'kline_1m'
-            when
-                token_priced_at
-                >= occurred_minute - to_minutes(cast({{ var('price_staleness_minutes') }} as bigint))
-                then 'kline_1m_earlier'
+            when exact_priced.is_stable_token then 'stablecoin'
+            when exact_priced.exact_token_close is not null then 'kline_1m'
+            when token_earlier.close_price is not null then 'kline_1m_earlier'
             else 'unpriced'
-        end as price_source
-    from fee_priced
-),
-
-valued as (
-    select
-        *,
-        amount * token_price_usd as amount_usd,
-        fee * fee_token_price_usd as fee_usd
-    from prices
+        end as price_source,
+        exact_priced.amount * token_price_usd as amount_usd,
+        exact_priced.fee * fee_token_price_usd as fee_usd
+    from exact_priced
+    left join earlier_closes as token_earlier
+        on
+            exact_priced.token_market = token_earlier.market
+            and exact_priced.occurred_minute = token_earlier.occurred_minute
+    left join earlier_closes as fee_earlier
+        on
+            exact_priced.fee_market = fee_earlier.market
+            and exact_priced.occurred_minute = fee_earlier.occurred_minute
 ),
 
 type_stats as (
@@ -139,54 +160,70 @@ type_stats as (
         mad(ln(amount_usd)) as mad_log_amount,
         median(ln(fee_usd)) filter (where fee_usd > 0) as median_log_fee,
         mad(ln(fee_usd)) filter (where fee_usd > 0) as mad_log_fee
-    from valued
+    from prices
     where amount_usd > 0
     group by tx_type
 ),
 
-final as (
+flagged as (
     select
-        valued.tx_id,
-        valued.occurred_at,
-        valued.occurred_date,
-        valued.hour_of_day,
-        valued.day_of_week,
-        valued.tx_type,
-        valued.status,
-        valued.status = 'completed' as is_completed,
-        case when valued.tx_type = 'deposit' then valued.to_user_id else valued.from_user_id end
-            as initiator_user_id,
-        valued.from_user_id,
-        valued.to_user_id,
-        valued.from_address,
-        valued.to_address,
-        valued.token_symbol,
-        valued.amount,
-        valued.token_price_usd,
-        valued.amount_usd,
-        valued.fee_token,
-        valued.fee,
-        valued.fee_token_price_usd,
-        valued.fee_usd,
-        valued.leverage,
-        valued.price_source,
+        prices.tx_id,
+        prices.token_price_usd,
+        prices.amount_usd,
+        prices.fee_token_price_usd,
+        prices.fee_usd,
+        prices.price_source,
         coalesce(
-            abs(ln(valued.amount_usd) - type_stats.median_log_amount)
+            abs(ln(prices.amount_usd) - type_stats.median_log_amount)
             / nullif(1.4826 * type_stats.mad_log_amount, 0) > 4,
             false
         ) as is_amount_outlier,
         coalesce(
-            valued.fee_usd > 0
-            and abs(ln(valued.fee_usd) - type_stats.median_log_fee)
+            prices.fee_usd > 0
+            and abs(ln(prices.fee_usd) - type_stats.median_log_fee)
             / nullif(1.4826 * type_stats.mad_log_fee, 0) > 4,
             false
-        ) as is_fee_outlier,
-        valued.repair_rules,
-        valued.source,
-        valued.batch_id,
-        valued.ingested_at
-    from valued
-    left join type_stats on valued.tx_type = type_stats.tx_type
+        ) as is_fee_outlier
+    from prices
+    left join type_stats on prices.tx_type = type_stats.tx_type
+),
+
+final as (
+    select
+        transactions.tx_id,
+        transactions.occurred_at,
+        transactions.occurred_date,
+        transactions.hour_of_day,
+        transactions.day_of_week,
+        transactions.tx_type,
+        transactions.status,
+        transactions.status = 'completed' as is_completed,
+        case
+            when transactions.tx_type = 'deposit' then transactions.to_user_id
+            else transactions.from_user_id
+        end as initiator_user_id,
+        transactions.from_user_id,
+        transactions.to_user_id,
+        transactions.from_address,
+        transactions.to_address,
+        transactions.token_symbol,
+        transactions.amount,
+        flagged.token_price_usd,
+        flagged.amount_usd,
+        transactions.fee_token,
+        transactions.fee,
+        flagged.fee_token_price_usd,
+        flagged.fee_usd,
+        transactions.leverage,
+        flagged.price_source,
+        flagged.is_amount_outlier,
+        flagged.is_fee_outlier,
+        transactions.repair_rules,
+        transactions.source,
+        transactions.batch_id,
+        transactions.ingested_at
+    from transactions
+    inner join flagged on transactions.tx_id = flagged.tx_id
 )
 
 select * from final
