@@ -138,3 +138,39 @@
         true
     {%- endif -%}
 {%- endmacro %}
+
+
+{#
+    Pre-hook of an incremental model keyed by `key`: delete the rows whose key is no longer in
+    the upstream relation (rows matching `condition`), which delete+insert alone never removes.
+#}
+{% macro delete_rows_missing_upstream(key, upstream, condition='true') -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} as this
+        where not exists (
+            select 1 from {{ upstream }} as upstream
+            where upstream.{{ key }} = this.{{ key }} and {{ condition }}
+        )
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#
+    The earliest `column` value among the rows of `upstream` written since this incremental
+    model last ran (a timestamptz literal), or none when nothing is new. Fetched when the model
+    runs and written into its SQL, so the bound reaches the scans as a constant. On a full build,
+    the literal '-infinity': everything is rebuilt.
+#}
+{% macro earliest_new(upstream, column) -%}
+    {%- if not (execute and is_incremental()) -%}
+        {{ return("timestamptz '-infinity'") }}
+    {%- endif -%}
+    {%- set result = run_query(
+        "select cast(min(" ~ column ~ ") as varchar) from " ~ upstream
+        ~ " where " ~ loaded_since_last_run()
+    ) -%}
+    {%- set earliest = result.columns[0].values()[0] -%}
+    {{ return("timestamptz '" ~ earliest ~ "'" if earliest is not none else none) }}
+{%- endmacro %}

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flows.errors import LakehouseError
 from flows.lake import land_frame, to_arrow, write_parquet_atomic
 from flows.schemas import KLINE_KEY
 from flows.settings import load_settings
-from flows.transform import build_marts, changed_selection, read_run_results, warehouse_path
+from flows.transform import build_marts, changed_selection, read_run_results, run_dbt, warehouse_path
 
 FIRST_LOAD = datetime(2026, 11, 1, tzinfo=UTC)
 SECOND_LOAD = datetime(2026, 11, 1, 2, tzinfo=UTC)
@@ -58,6 +59,19 @@ def land_klines(lake: Path, frame: pd.DataFrame, source: str, at: datetime) -> N
         key_columns=KLINE_KEY,
         date_column="open_time",
         partition_columns=("symbol", "interval"),
+        zone="raw",
+        ingested_at=at,
+    )
+
+
+def land_raw_transactions(lake: Path, frame: pd.DataFrame, at: datetime) -> None:
+    land_frame(
+        frame,
+        lake,
+        source="synthetic",
+        dataset="transactions",
+        key_columns=("tx_id",),
+        date_column="occurred_at",
         zone="raw",
         ingested_at=at,
     )
@@ -112,16 +126,7 @@ def land_activity(lake: Path) -> None:
             "status": ["completed", "completed", "completed", "failed"],
         }
     )
-    land_frame(
-        transactions,
-        lake,
-        source="synthetic",
-        dataset="transactions",
-        key_columns=("tx_id",),
-        date_column="occurred_at",
-        zone="raw",
-        ingested_at=FIRST_LOAD,
-    )
+    land_raw_transactions(lake, transactions, FIRST_LOAD)
     minutes = pd.date_range("2026-10-01", periods=3 * 1440, freq="1min", tz="UTC")
     hour = minutes.hour.to_numpy()
     network = pd.DataFrame(
@@ -367,17 +372,21 @@ def test_incremental_build_equals_full_refresh(built):
     land_klines(lake, new_hour, "synthetic", SECOND_LOAD)
     correction = candles("BTCUSDT", "2026-10-02T10:15", 1, 900.0)
     land_klines(lake, correction, "binance", SECOND_LOAD)
-    tables = ["intermediate.int_klines_unioned", "marts.fct_klines_hourly", "marts.fct_klines_daily"]
     order = {
         "intermediate.int_klines_unioned": "market, symbol, kline_interval, opened_at",
         "marts.fct_klines_hourly": "market, symbol, open_time",
         "marts.fct_klines_daily": "market, symbol, open_time",
+        "marts.fct_pairs_hourly": "market, symbol_a, symbol_b, open_time",
+        "marts.fct_return_correlations": "market, symbol_a, symbol_b, window_end, return_window",
+        "marts.fct_candle_completeness": "market, symbol, kline_interval, candle_date",
     }
-    build_marts(settings, select=KLINE_MODELS)
+    tables = list(order)
+    selection = f"{KLINE_MODELS} +fct_pairs_hourly +fct_return_correlations +fct_candle_completeness"
+    build_marts(settings, select=selection)
     # loaded_at says when a row was written, so it is the one column that must differ.
     read = "select * exclude (loaded_at) from {} order by {}"
     incremental = {t: query(settings, read.format(t, order[t])) for t in tables}
-    build_marts(settings, select=KLINE_MODELS, full_refresh=True)
+    build_marts(settings, select=selection, full_refresh=True)
     full = {t: query(settings, read.format(t, order[t])) for t in tables}
     for table in tables:
         # Keys, counts and prices match exactly; sums of floats may differ in the last bits
@@ -461,3 +470,105 @@ def test_binance_only_lake_builds_with_empty_synthetic_marts(tmp_path):
     users = query(settings, "select count(*) as n from marts.dim_users")["n"][0]
     network = query(settings, "select count(*) as n from marts.fct_gas_price_decomposition")["n"][0]
     assert (hourly, users, network) == (24, 0, 0)
+
+
+def flat_candles(symbol: str, start: str, periods: int, price: float) -> pd.DataFrame:
+    frame = candles(symbol, start, periods, price)
+    return frame.assign(open=price, high=price, low=price, close=price, quote_volume=frame["volume"] * price)
+
+
+def land_transactions(lake: Path, rows: list[tuple], at: datetime) -> None:
+    """(tx_id, occurred_at, tx_type, token, amount) rows; fees in USDT, users outside the exchange."""
+    frame = pd.DataFrame(rows, columns=["tx_id", "occurred_at", "tx_type", "token_symbol", "amount"])
+    n = len(frame)
+    frame = frame.assign(
+        occurred_at=pd.to_datetime(frame["occurred_at"], utc=True, format="ISO8601"),
+        from_user_id=-1,
+        to_user_id=-1,
+        from_address="0xaa",
+        to_address="0xbb",
+        fee=0.1,
+        fee_token="USDT",
+        leverage=0,
+        status=["completed"] * n,
+    )
+    land_raw_transactions(lake, frame, at)
+
+
+def test_incremental_transactions_equal_a_full_refresh(tmp_path):
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    lake = settings.lake_dir
+    btc = flat_candles("BTCUSDT", "2026-10-01", 361, 100.0)  # 00:00 to 06:00
+    gap = btc["open_time"].between(
+        pd.Timestamp("2026-10-01T03:00", tz="UTC"), pd.Timestamp("2026-10-01T03:09", tz="UTC")
+    )
+    land_klines(lake, btc[~gap], "synthetic", FIRST_LOAD)
+    usdt_trades = [(k + 5, "2026-10-01T01:00", "trade", "USDT", 100 * np.exp(0.1 * k)) for k in range(-4, 5)]
+    gap_trades = [(20 + m, f"2026-10-01T03:0{m}:30", "trade", "BTC", 1.0) for m in range(1, 7)]
+    outlier, late = (
+        (30, "2026-10-01T02:00", "trade", "USDT", 200.0),
+        (40, "2026-10-01T07:30", "withdrawal", "BTC", 1.0),
+    )
+    land_transactions(lake, [*usdt_trades, *gap_trades, outlier, late], FIRST_LOAD)
+    read = "select * from marts.fct_transactions order by tx_id"
+
+    build_marts(settings)
+    first = query(settings, read).set_index("tx_id")
+    assert set(first.loc[21:26, "price_source"]) == {"kline_1m_earlier"}
+    assert first.loc[21:26, "amount_usd"].tolist() == [100.0] * 6  # the close of 02:59
+    assert first.loc[40, "price_source"] == "unpriced" and pd.isna(first.loc[40, "amount_usd"])
+    assert first.loc[30, "is_amount_outlier"] and first["is_amount_outlier"].sum() == 1
+
+    # Only klines change: the gap is filled at another price and candles reach the withdrawal.
+    land_klines(lake, flat_candles("BTCUSDT", "2026-10-01T03:00", 10, 1000.0), "synthetic", SECOND_LOAD)
+    land_klines(lake, flat_candles("BTCUSDT", "2026-10-01T06:01", 119, 100.0), "synthetic", SECOND_LOAD)
+    build_marts(settings, changed_only=True)  # as the pipeline builds
+    second = query(settings, read).set_index("tx_id")
+    assert second.loc[21:26, "amount_usd"].tolist() == [1000.0] * 6
+    assert set(second.loc[21:26, "price_source"]) == {"kline_1m"}
+    assert second.loc[40, "price_source"] == "kline_1m" and second.loc[40, "amount_usd"] == 100.0
+    # The new prices move the trade statistics: the 200 USDT trade, priced earlier, is no outlier now.
+    assert not second["is_amount_outlier"].any()
+    rewritten = set(second.index[second["loaded_at"] > first["loaded_at"].max()])
+    assert rewritten == {21, 22, 23, 24, 25, 26, 30, 40}, "only re-priced and re-flagged rows are written"
+    build_marts(settings, full_refresh=True)
+    full = query(settings, read).set_index("tx_id")
+    pd.testing.assert_frame_equal(second.drop(columns="loaded_at"), full.drop(columns="loaded_at"))
+
+    # A correction drops the outlier (amount 0) and a new transaction arrives: staging is rebuilt.
+    land_transactions(lake, [(30, "2026-10-01T02:00", "trade", "USDT", 0.0)], SECOND_LOAD)
+    land_transactions(lake, [(50, "2026-10-01T05:00", "trade", "BTC", 2.0)], SECOND_LOAD)
+    build_marts(settings, changed_only=True)
+    third = query(settings, read).set_index("tx_id")
+    assert 30 not in third.index and third.loc[50, "amount_usd"] == 200.0
+    build_marts(settings, full_refresh=True)
+    full = query(settings, read).set_index("tx_id")
+    pd.testing.assert_frame_equal(third.drop(columns="loaded_at"), full.drop(columns="loaded_at"))
+
+
+def test_tests_of_incremental_models_recheck_rows_until_they_pass(tmp_path):
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    land_klines(settings.lake_dir, candles("BTCUSDT", "2026-10-01", 120, 100.0), "synthetic", FIRST_LOAD)
+    build_marts(settings)
+    records = "select count(*) as n from main.lakehouse_tested_models where relation_name like '%int_klines_unioned%'"
+    assert query(settings, records)["n"][0] == 1
+    test_unioned = ("test", "--select", "int_klines_unioned")
+
+    def write(sql: str) -> None:
+        with duckdb.connect(str(warehouse_path(settings))) as con:
+            con.execute(sql)
+
+    # A copy of a candle written after the last passing run breaks the grain...
+    copy = "insert into intermediate.int_klines_unioned select * replace (now() as loaded_at) from intermediate.int_klines_unioned limit 1"
+    write(copy)
+    for _ in range(2):  # ...and stays a failure: a failing run records nothing
+        with pytest.raises(LakehouseError, match="unique_combination_int_klines_unioned"):
+            run_dbt(settings, *test_unioned)
+    assert query(settings, records)["n"][0] == 1
+    # A copy stamped before the last passing run is not looked at again: it was checked then.
+    write(
+        "delete from intermediate.int_klines_unioned where loaded_at = (select max(loaded_at) from intermediate.int_klines_unioned)"
+    )
+    write(copy.replace("now()", "loaded_at"))
+    run_dbt(settings, *test_unioned)
+    assert query(settings, records)["n"][0] == 2

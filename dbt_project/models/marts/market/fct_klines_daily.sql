@@ -20,11 +20,12 @@
 
 with
 
-fct_klines_hourly as (
+-- Not materialized: an incremental run reads each twice, each time for a few rows.
+fct_klines_hourly as not materialized (
     select * from {{ ref('fct_klines_hourly') }}
 ),
 
-daily_klines as (
+daily_klines as not materialized (
     select *
     from {{ ref('int_klines_unioned') }}
     where kline_interval = '1d'

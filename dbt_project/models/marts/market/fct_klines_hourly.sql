@@ -18,7 +18,8 @@
 
 with
 
-klines as (
+-- Not materialized: an incremental run reads it twice, each time for a few rows.
+klines as not materialized (
     select *
     from {{ ref('int_klines_unioned') }}
     where kline_interval in ('1m', '1h')

@@ -7,11 +7,26 @@
     - spread_zscore: (spread - mean of the spread) / its sample stddev over the same window.
     - rolling_correlation: correlation of the hourly log returns in the window.
     Statistics are null until the window holds var('pairs_min_observations') common hours (24).
+    Incremental: a run recomputes every pair from the earliest hour fct_klines_hourly wrote since
+    its last run, reading two windows further back (the spread statistics of an hour use the fits
+    of the hours before it, and each fit its own window).
 #}
+{{
+    config(
+        materialized='incremental',
+        unique_key=['market', 'symbol_a', 'symbol_b', 'open_time'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+    )
+}}
+{% set rebuild_from = earliest_new(ref('fct_klines_hourly'), 'open_time') or "timestamptz 'infinity'" %}
+{% set lookback = "interval (2 * " ~ var('pairs_window_hours') ~ ") hour" %}
+
 with
 
 pairs as (
     select * from {{ ref('int_symbol_pairs_joined') }}
+    where open_time >= {{ rebuild_from }} - {{ lookback }}
 ),
 
 fitted as (
@@ -63,8 +78,12 @@ final as (
             when observations >= {{ var('pairs_min_observations') }}
                 then (window_spread - spread_mean) / nullif(spread_stddev, 0)
         end as spread_zscore,
-        case when observations >= {{ var('pairs_min_observations') }} then window_correlation end as rolling_correlation
+        case
+            when observations >= {{ var('pairs_min_observations') }} then window_correlation
+        end as rolling_correlation,
+        now() as loaded_at
     from spread_stats
+    where open_time >= {{ rebuild_from }}
 )
 
 select * from final

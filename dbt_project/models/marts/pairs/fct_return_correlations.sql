@@ -2,11 +2,24 @@
     Pearson correlation of hourly log returns for every pair of symbols in a market, over the
     trailing 1, 7 and 30 days, evaluated at the end of each UTC day. Hours where either return
     is missing do not count; correlation needs at least 3 observations.
+    Incremental: a run recomputes the day ends from the earliest hour fct_klines_hourly wrote
+    since its last run, reading the longest window further back.
 #}
+{{
+    config(
+        materialized='incremental',
+        unique_key=['market', 'symbol_a', 'symbol_b', 'window_end', 'return_window'],
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+    )
+}}
+{% set rebuild_from = earliest_new(ref('fct_klines_hourly'), 'open_time') or "timestamptz 'infinity'" %}
+
 with
 
 pairs as (
     select * from {{ ref('int_symbol_pairs_joined') }}
+    where open_time >= {{ rebuild_from }} - interval 720 hour
 ),
 
 windowed as (
@@ -38,7 +51,7 @@ windowed as (
 day_ends as (
     select *
     from windowed
-    where extract(hour from open_time) = 23
+    where extract(hour from open_time) = 23 and open_time >= {{ rebuild_from }}
 ),
 
 final as (
@@ -51,7 +64,8 @@ final as (
             '{{ label }}' as return_window,
             {{ hours }} as window_hours,
             case when observations_{{ label }} >= 3 then correlation_{{ label }} end as correlation,
-            observations_{{ label }} as observations
+            observations_{{ label }} as observations,
+            now() as loaded_at
         from day_ends
         {% if not loop.last %}union all{% endif %}
     {%- endfor %}

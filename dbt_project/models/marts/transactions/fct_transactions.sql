@@ -9,20 +9,116 @@
     Pricing runs on narrow rows (a transaction's id, its two symbols and its minute) and the wide
     transaction row is joined once at the end: carrying every column through the price joins
     made the build spill gigabytes to disk under the warehouse's memory limit.
+
+    Incremental, and equal to a full refresh: a run prices again the transactions staged since
+    its last run (all of them when staging was rebuilt) and those whose token or fee market got
+    new candles at their minute or up to the staleness window before it. The outlier statistics
+    are taken over the whole table each run, and rows priced earlier whose flags flip under the
+    new statistics are written again. Rows whose transaction left staging are deleted first.
 #}
+{{
+    config(
+        materialized='incremental',
+        unique_key='tx_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ delete_rows_missing_upstream('tx_id', ref('stg_synthetic__transactions'), 'not is_dropped') }}",
+    )
+}}
 {% set stablecoins = "('USDT', 'USDC', 'BUSD', 'FDUSD', 'TUSD', 'DAI', 'USD')" %}
 {% set staleness = var('price_staleness_minutes') | int %}
 
 with
 
-transactions as (
+-- Not materialized: read where used, so the filters and the columns each use needs reach the
+-- scan (a materialized copy of every transaction and candle cost seconds).
+transactions as not materialized (
     select * from {{ ref('stg_synthetic__transactions') }}
     where not is_dropped
 ),
 
-int_klines_unioned as (
+int_klines_unioned as not materialized (
     select * from {{ ref('int_klines_unioned') }}
 ),
+
+{% if is_incremental() %}
+    new_klines as (
+        select
+            symbol,
+            opened_at
+        from int_klines_unioned
+        where market = 'spot' and kline_interval = '1m' and {{ loaded_since_last_run() }}
+    ),
+
+    -- Runs of consecutive new minutes per market, each reaching the staleness window past its end.
+    new_kline_runs as (
+        select
+            symbol,
+            min(opened_at) as first_minute,
+            max(opened_at) + to_minutes(cast({{ staleness }} as bigint)) as last_minute
+        from (
+            select
+                symbol,
+                opened_at,
+                opened_at - to_minutes(row_number() over (partition by symbol order by opened_at)) as run_id
+            from new_klines
+        ) as numbered
+        group by symbol, run_id
+    ),
+
+    changed as (
+        select tx_id from transactions
+        where {{ loaded_since_last_run() }}
+        union
+        select transactions.tx_id
+        from transactions
+        inner join new_kline_runs
+            on
+                transactions.token_symbol || 'USDT' = new_kline_runs.symbol
+                and transactions.occurred_minute between new_kline_runs.first_minute and new_kline_runs.last_minute
+        union
+        select transactions.tx_id
+        from transactions
+        inner join new_kline_runs
+            on
+                transactions.fee_token || 'USDT' = new_kline_runs.symbol
+                and transactions.occurred_minute between new_kline_runs.first_minute and new_kline_runs.last_minute
+    ),
+
+    to_price as (
+        select transactions.*
+        from transactions
+        semi join changed on transactions.tx_id = changed.tx_id
+    ),
+
+    -- What was priced before and stays: it counts in the outlier statistics.
+    kept as (
+        select
+            this.tx_id,
+            this.tx_type,
+            this.amount_usd,
+            this.fee_usd,
+            this.is_amount_outlier,
+            this.is_fee_outlier
+        from {{ this }} as this
+        anti join changed on this.tx_id = changed.tx_id
+    ),
+{% else %}
+    to_price as (
+        select * from transactions
+    ),
+
+    kept as (
+        select
+            cast(null as bigint) as tx_id,
+            cast(null as varchar) as tx_type,
+            cast(null as double) as amount_usd,
+            cast(null as double) as fee_usd,
+            cast(null as boolean) as is_amount_outlier,
+            cast(null as boolean) as is_fee_outlier
+        where false
+    ),
+{% endif %}
 
 legs as (
     select
@@ -35,7 +131,7 @@ legs as (
         fee_token in {{ stablecoins }} as is_stable_fee_token,
         token_symbol || 'USDT' as token_market,
         fee_token || 'USDT' as fee_market
-    from transactions
+    from to_price
 ),
 
 -- Only the candles of the transactions' time span.
@@ -153,6 +249,20 @@ prices as (
             and exact_priced.occurred_minute = fee_earlier.occurred_minute
 ),
 
+all_values as (
+    select
+        tx_type,
+        amount_usd,
+        fee_usd
+    from prices
+    union all
+    select
+        tx_type,
+        amount_usd,
+        fee_usd
+    from kept
+),
+
 type_stats as (
     select
         tx_type,
@@ -160,7 +270,7 @@ type_stats as (
         mad(ln(amount_usd)) as mad_log_amount,
         median(ln(fee_usd)) filter (where fee_usd > 0) as median_log_fee,
         mad(ln(fee_usd)) filter (where fee_usd > 0) as mad_log_fee
-    from prices
+    from all_values
     where amount_usd > 0
     group by tx_type
 ),
@@ -173,19 +283,28 @@ flagged as (
         prices.fee_token_price_usd,
         prices.fee_usd,
         prices.price_source,
-        coalesce(
-            abs(ln(prices.amount_usd) - type_stats.median_log_amount)
-            / nullif(1.4826 * type_stats.mad_log_amount, 0) > 4,
-            false
-        ) as is_amount_outlier,
-        coalesce(
-            prices.fee_usd > 0
-            and abs(ln(prices.fee_usd) - type_stats.median_log_fee)
-            / nullif(1.4826 * type_stats.mad_log_fee, 0) > 4,
-            false
-        ) as is_fee_outlier
+        {{ outlier_flags('prices') }}
     from prices
     left join type_stats on prices.tx_type = type_stats.tx_type
+),
+
+rescored as (
+    select
+        kept.tx_id,
+        kept.is_amount_outlier as was_amount_outlier,
+        kept.is_fee_outlier as was_fee_outlier,
+        {{ outlier_flags('kept') }}
+    from kept
+    left join type_stats on kept.tx_type = type_stats.tx_type
+),
+
+-- Rows priced before whose flags flip under this run's statistics.
+reflagged as (
+    select *
+    from rescored
+    where
+        is_amount_outlier is distinct from was_amount_outlier
+        or is_fee_outlier is distinct from was_fee_outlier
 ),
 
 final as (
@@ -221,9 +340,23 @@ final as (
         transactions.repair_rules,
         transactions.source,
         transactions.batch_id,
-        transactions.ingested_at
-    from transactions
+        transactions.ingested_at,
+        now() as loaded_at
+    from to_price as transactions
     inner join flagged on transactions.tx_id = flagged.tx_id
+    {% if is_incremental() %}
+        union all by name
+        select
+            this.* exclude (
+                this.is_amount_outlier,
+                this.is_fee_outlier{{ ', this.loaded_at' if has_loaded_at() }}
+            ),
+            reflagged.is_amount_outlier,
+            reflagged.is_fee_outlier,
+            now() as loaded_at
+        from {{ this }} as this
+        inner join reflagged on this.tx_id = reflagged.tx_id
+    {% endif %}
 )
 
 select * from final

@@ -13,6 +13,7 @@
     USD values need market data, so amount_usd and its outlier flags are added in fct_transactions.
 #}
 -- A table, not a view: its dedupe would otherwise run again for every test and every reader.
+-- loaded_at (when it was built) tells fct_transactions which rows to price again.
 {{ config(materialized='table') }}
 
 with
@@ -110,7 +111,8 @@ final as (
         ) as is_dropped,
         source,
         batch_id,
-        ingested_at
+        ingested_at,
+        now() as loaded_at
     from repaired
 )
 
