@@ -75,8 +75,9 @@ class Point:
 
     @property
     def full_refresh(self) -> float:
-        if self.ok("e2e"):
-            return self.wall("e2e")
+        for stage in ("e2e_warm", "e2e"):
+            if self.ok(stage):
+                return self.wall(stage)
         return self.total(("generate", "gate1", "build", "publish"))
 
 
@@ -120,6 +121,7 @@ STAGE_ROWS = [
     ("publish", "(a) gate 2 + publish (export snapshot, audit, swap CURRENT)"),
     ("prefect_warmup", "Prefect cold start: an empty flow on a fresh PREFECT_HOME (paid once)"),
     ("e2e", "(a) `lakehouse` Prefect flow end to end, full refresh, fresh lake, warm Prefect"),
+    ("e2e_warm", "(a) the same flow again on that lake: full refresh, installed and warm (the goal figure)"),
     ("inc_land", "(a) incremental: land one new hour"),
     ("inc_gate1", "(a) incremental: gate 1"),
     ("inc_build", "(a) incremental: dbt build"),
@@ -201,7 +203,7 @@ def slowest(point: Point, stages: tuple[str, ...], key: str = "wall") -> str:
 def goals(points: dict[str, Point]) -> list[str]:
     lines = ["| goal | measured | status | held back by |", "|---|---:|---|---|"]
     full = ("generate", "gate1", "build", "publish")
-    e2e_stages = ("e2e", *full)
+    e2e_stages = ("e2e", "e2e_warm", *full)
 
     def row(scale: str, goal: str, value: float, limit: float, unit: str, better: str, culprit: str) -> None:
         point = points.get(scale)
@@ -216,8 +218,9 @@ def goals(points: dict[str, Point]) -> list[str]:
 
     def refresh_culprit(point: Point) -> str:
         culprit = slowest(point, full)
-        extra = point.wall("e2e") - point.total(full)
-        if point.ok("e2e") and extra > 0:
+        e2e = "e2e_warm" if point.ok("e2e_warm") else "e2e"
+        extra = point.wall(e2e) - point.total(full)
+        if point.ok(e2e) and extra > 0:
             culprit += f"; the Prefect flow adds {fmt(extra)} s over the sum of the stages"
         return culprit
 

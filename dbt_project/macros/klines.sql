@@ -27,7 +27,8 @@
 
     Rules, in the order applied (repair_rules lists the ones that touched a row):
     - duplicate copies of a key collapse to the latest ingested_at (ties: highest batch_id);
-      duplicate_copies counts how many copies were seen.
+      duplicate_copies counts how many copies were seen. When no key repeats in what is read
+      (checked exactly first), the ranking window is skipped.
     - close_time_derived: a missing or inconsistent close_time becomes open_time + interval - 1 ms.
     - ohlc_bounds_repaired: high below max(open, close) is raised to it, low above min(open, close)
       is lowered to it (the candle's range must contain its open and close; the other bound, which
@@ -61,20 +62,29 @@
 
 with
 
+{%- set source_relation = lake_source_new_files(source_name, 'klines', kline_raw_columns()) %}
+
 source as (
-    select * from {{ lake_source_new_files(source_name, 'klines', kline_raw_columns()) }}
+    select * from {{ source_relation }}
 ),
 
 deduplicated as (
-    select
-        *,
-        count(*) over key_window as duplicate_copies
-    from source
-    window key_window as (partition by market, symbol, interval, open_time)
-    qualify row_number() over (
-        partition by market, symbol, interval, open_time
-        order by ingested_at desc, batch_id desc
-    ) = 1
+    {% if lake_keys_repeat(source_relation, ['market', 'symbol', 'interval', 'open_time']) %}
+        select
+            *,
+            count(*) over key_window as duplicate_copies
+        from source
+        window key_window as (partition by market, symbol, interval, open_time)
+        qualify row_number() over (
+            partition by market, symbol, interval, open_time
+            order by ingested_at desc, batch_id desc
+        ) = 1
+    {% else %}
+        select
+            *,
+            1 as duplicate_copies
+        from source
+    {% endif %}
 ),
 
 typed as (

@@ -38,3 +38,21 @@
         where false
     )
 {%- endmacro %}
+
+
+{#
+    Whether two rows of a lake relation share the key. Deduplicating ranks every row in a window
+    (a sort of the whole source, the costliest step of staging); when no key repeats, which is
+    the usual case since gate 1 collapses copies inside a batch, staging skips it. Counted
+    exactly (distinct keys against rows). Anything but a parquet read (a unit-test fixture) is
+    assumed to repeat keys, so it takes the window.
+#}
+{% macro lake_keys_repeat(relation, key) -%}
+    {%- if not execute or 'read_parquet' not in relation | string -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- set result = run_query(
+        "select count(*) > count(distinct (" ~ key | join(", ") ~ ")) from " ~ relation
+    ) -%}
+    {{ return(result.columns[0].values()[0]) }}
+{%- endmacro %}

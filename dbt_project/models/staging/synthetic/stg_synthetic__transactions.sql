@@ -18,19 +18,29 @@
 
 with
 
+{%- set source_relation = lake_source('synthetic', 'transactions', transactions_raw_columns()) %}
+
 source as (
-    select * from {{ lake_source('synthetic', 'transactions', transactions_raw_columns()) }}
+    select * from {{ source_relation }}
 ),
 
+-- Ranked only when a tx_id repeats (checked exactly first): the window sorts every row.
 deduplicated as (
-    select
-        *,
-        count(*) over (partition by tx_id) as duplicate_copies
-    from source
-    qualify row_number() over (
-        partition by tx_id
-        order by ingested_at desc, batch_id desc
-    ) = 1
+    {% if lake_keys_repeat(source_relation, ['tx_id']) %}
+        select
+            *,
+            count(*) over (partition by tx_id) as duplicate_copies
+        from source
+        qualify row_number() over (
+            partition by tx_id
+            order by ingested_at desc, batch_id desc
+        ) = 1
+    {% else %}
+        select
+            *,
+            1 as duplicate_copies
+        from source
+    {% endif %}
 ),
 
 typed as (
