@@ -148,6 +148,15 @@ def floor(settings: Settings, scale: Scale, args) -> dict:
     return {"rows": duckdb_floor.run(raw_klines_glob(settings), Path(args.output))}
 
 
+@stage("floor_project")
+def floor_project(settings: Settings, scale: Scale, args) -> dict:
+    """(c') Every SQL model of the last full build, run in plain DuckDB (bench/duckdb_project_floor.py)."""
+    from bench import duckdb_project_floor
+    from flows.transform import DBT_PROJECT, dbt_paths
+
+    return duckdb_project_floor.run(dbt_paths(settings)[0] / "manifest.json", DBT_PROJECT)
+
+
 @stage("write_archives")
 def write_archives(settings: Settings, scale: Scale, args) -> dict:
     """Export the raw 1-minute klines as Binance monthly archive zips (preparation, not measured)."""

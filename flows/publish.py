@@ -146,7 +146,9 @@ def audit_snapshot(settings: Settings, staged: Path, tables: list[str], context=
             params["rollup_inputs"], params["latest_input"] = inputs[periods[table]]
         path = staged / f"{table}.parquet"
         columns = mart_columns(table, params, pq.read_schema(path).names)
-        frame = pq.read_table(path, columns=columns).to_pandas()
+        # Keys and labels as categoricals: a few codes instead of a Python string per row (the
+        # pairs mart has three string keys on 10M rows at 50 symbols).
+        frame = pq.read_table(path, columns=columns).to_pandas(strings_to_categorical=True)
         results.append(
             validate_frame(settings, table, frame, context=context, params=params, validations=validations)
         )

@@ -162,3 +162,52 @@ def test_fee_sample_is_fixed():
     np.testing.assert_array_equal(first, second)
     assert len(np.unique(first)) == fees.SAMPLE_ROWS
     np.testing.assert_array_equal(np.sort(fees.sample_positions(70)), np.arange(70))
+
+
+class FakeDbt:
+    """What the fee model uses of dbt's Python-model object: config, ref and this."""
+
+    def __init__(self, session, table: str):
+        self.session, self.this = session, "fee_importance"
+        self.table = table
+        self.config = lambda **_: None
+
+    def ref(self, name: str):
+        return self.session.table(self.table)
+
+
+def fee_transactions(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    amount = rng.lognormal(5, 1, rows)
+    return pd.DataFrame(
+        {
+            "tx_id": np.arange(rows),
+            "is_completed": True,
+            "amount_usd": amount,
+            "fee_usd": amount * 0.001 * rng.uniform(0.5, 1.5, rows),
+            "leverage": rng.choice([0, 5, 20], rows),
+            "hour_of_day": rng.integers(0, 24, rows),
+            "day_of_week": rng.integers(1, 8, rows),
+            "tx_type": rng.choice(["trade", "futures"], rows),
+            "token_symbol": rng.choice(["BTC", "ETH"], rows),
+        }
+    )
+
+
+def test_fee_forest_is_kept_when_its_training_sample_is_unchanged(monkeypatch):
+    session = duckdb.connect()
+    session.register("tx", fee_transactions(600, seed=1))
+    dbt = FakeDbt(session, "tx")
+    first = fees.model(dbt, session)
+    assert len(first) == len(fees.FEATURES) and first["training_sample_hash"].nunique() == 1
+    session.execute("create table fee_importance as select * from first")
+
+    def no_training(_):
+        raise AssertionError("the forest was fitted again on the same sample")
+
+    monkeypatch.setattr(fees, "feature_importance", no_training)
+    pd.testing.assert_frame_equal(fees.model(dbt, session), first)
+    # Other transactions: another sample, so the forest is fitted again.
+    session.register("tx", fee_transactions(600, seed=2))
+    with pytest.raises(AssertionError, match="fitted again"):
+        fees.model(dbt, session)
