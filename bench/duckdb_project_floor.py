@@ -52,5 +52,7 @@ def run(manifest_path: Path, project_dir: Path) -> dict:
             else:
                 con.execute(f"create table {node['relation_name']} as {node['compiled_code']}")
             if node["schema"] == "marts":
-                rows[node["name"]] = con.execute(f"select count(*) from {node['relation_name']}").fetchone()[0]
+                (rows[node["name"]],) = con.execute(
+                    f"select count(*) from {node['relation_name']}"
+                ).fetchone()
     return {"marts": rows, "models": len(ordered) - len(skipped - set(python)), "left_out": sorted(skipped)}
