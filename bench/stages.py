@@ -154,7 +154,12 @@ def floor_project(settings: Settings, scale: Scale, args) -> dict:
     from bench import duckdb_project_floor
     from flows.transform import DBT_PROJECT, dbt_paths
 
-    return duckdb_project_floor.run(dbt_paths(settings)[0] / "manifest.json", DBT_PROJECT)
+    database = settings.lake_dir.parent / "floor-project.duckdb"
+    database.unlink(missing_ok=True)
+    try:
+        return duckdb_project_floor.run(dbt_paths(settings)[0] / "manifest.json", DBT_PROJECT, database)
+    finally:
+        database.unlink(missing_ok=True)
 
 
 @stage("write_archives")
