@@ -432,9 +432,10 @@ class TradeCollector:
             self._raw.append(message.data)
             self._received.append(now_ms())
             count += 1
-            if len(self._raw) >= self.flush_trades:
+            if len(self._raw) >= self.flush_trades and not self._flush_now.is_set():
                 self._flush_now.set()
-            if count % 256 == 0:
+                await asyncio.sleep(0)  # one loop turn: the waiting flusher takes the buffer now
+            elif count % 256 == 0:
                 # receive() does not suspend while frames are queued; let the flusher run.
                 await asyncio.sleep(0)
 
@@ -557,9 +558,16 @@ class TradeCollector:
     # flushing ------------------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), self.flush_seconds)
+            # The flusher waits on the event itself (not through wait_for, whose wake-up takes
+            # several loop turns): a reader that pauses for one turn once the buffer is full
+            # lets the flush take it then, so a fast stream still lands in micro-batches.
+            timer = loop.call_later(self.flush_seconds, self._flush_now.set)
+            try:
+                await self._flush_now.wait()
+            finally:
+                timer.cancel()
             self._flush_now.clear()
             await self.flush()
             self._check_holes()
