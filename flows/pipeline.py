@@ -396,6 +396,11 @@ def run_pipeline(
         seconds[name] = round(time.perf_counter() - started, 1)
         return value
 
+    from flows.quality import preload_in_background
+    from flows.sources import import_source_modules
+
+    import_source_modules(sources)
+    preload_in_background()  # GE's import overlaps landing instead of adding to gate 1
     ingest_flow = ingest.with_options(task_runner=runner) if runner is not None else ingest
     landed = stage("ingest", ingest_flow, plan_ingest(settings, sources), run_key, backfill)
     with build_guard(settings.lake_dir, wait=wait_for_lock):

@@ -68,10 +68,35 @@
     {%- if column is none -%}
         true
     {%- else -%}
-        {{ column }} > (
-            select coalesce(max(tested_at), timestamp '-infinity') at time zone 'UTC'
-            from main.lakehouse_tested_models
-            where relation_name = '{{ model | string | replace("'", "''") }}'
-        )
+        {{ column }} > {{ last_tested_at(model) }}
     {%- endif -%}
+{%- endmacro %}
+
+
+{% macro last_tested_at(model) -%}
+    (
+        select coalesce(max(tested_at), timestamp '-infinity') at time zone 'UTC'
+        from main.lakehouse_tested_models
+        where relation_name = '{{ model | string | replace("'", "''") }}'
+    )
+{%- endmacro %}
+
+
+{#
+    Whether a test on `model` must check every row: no loaded_column, or no row was loaded
+    before the last recorded passing run (a first or full build). Asked when the test runs, so
+    tests that span rows can take their plain whole-table form, which is several times cheaper
+    than checking each changed key against the table when every key changed.
+#}
+{% macro checks_every_row(model, column=none) -%}
+    {%- if column is none -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- if not execute -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set result = run_query(
+        "select coalesce(min(" ~ column ~ ") > " ~ last_tested_at(model) ~ ", true) from " ~ model
+    ) -%}
+    {{ return(result.columns[0].values()[0]) }}
 {%- endmacro %}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 from flows.errors import LakehouseError
@@ -32,6 +33,26 @@ class LandResult:
     @property
     def rows(self) -> dict[str, int]:
         return {dataset: sum(r.rows for r in refs) for dataset, refs in self.refs.items()}
+
+
+# The module that lands each source; imported when a source is first landed.
+SOURCE_MODULES = {
+    "synthetic": "flows.sources.synthetic",
+    "binance": "flows.sources.binance_rest",
+    "archive": "flows.sources.inbox",
+    "upload": "flows.sources.inbox",
+}
+
+
+def import_source_modules(sources: list[str]) -> None:
+    """Import the landing modules of these sources now, in this thread.
+
+    The flow does this before it imports Great Expectations in a background thread, so the
+    two never import the same libraries (scipy, for one) at the same time.
+    """
+    for source in sources:
+        if source in SOURCE_MODULES:
+            importlib.import_module(SOURCE_MODULES[source])
 
 
 def land_source(settings: Settings) -> LandResult:

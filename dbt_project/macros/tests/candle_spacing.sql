@@ -5,14 +5,15 @@
     interval: a fixed code like '1h', or interval_column naming a column that holds the code.
     loaded_column: on an incremental model, check only the series with rows written since its
     tests last passed, from one interval before the first of those rows (an earlier candle
-    cannot overlap a later one without ending inside that interval).
+    cannot overlap a later one without ending inside that interval); every series when every
+    row is new.
 #}
 {% test candle_spacing(model, column_name, partition_by, interval=none, interval_column=none, loaded_column=none) %}
 {%- set step = interval_duration(interval_column if interval_column else "'" ~ interval ~ "'") -%}
 {%- set checked_step = interval_duration('checked.' ~ interval_column if interval_column else "'" ~ interval ~ "'") -%}
 with
 
-{% if loaded_column is not none %}
+{% if not checks_every_row(model, loaded_column) %}
     changed_series as (
         select
             {{ partition_by | join(', ') }},

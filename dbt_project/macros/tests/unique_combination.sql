@@ -2,11 +2,11 @@
     The grain test (what dbt_utils.unique_combination_of_columns gives, plus not_null): no two
     rows share the listed columns and none of them is null. One scan instead of one per column.
     loaded_column: on an incremental model, only the keys of rows written since its tests last
-    passed are checked, each against the whole table.
+    passed are checked, each against the whole table (when every row is new, the plain form).
 #}
 {% test unique_combination(model, columns, loaded_column=none) %}
 {%- set key = columns | join(', ') -%}
-{%- if loaded_column is none %}
+{%- if checks_every_row(model, loaded_column) %}
 select
     {{ key }},
     count(*) as n_rows
