@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +25,7 @@ from flows.lake import (
 )
 from flows.quality import (
     GateResult,
+    ReadAhead,
     build_data_docs,
     describe_failures,
     gx_context,
@@ -33,7 +34,7 @@ from flows.quality import (
     validate_frame,
 )
 from flows.settings import Settings
-from flows.transform import mart_tables, warehouse_path
+from flows.transform import warehouse_path
 
 
 class GateFailed(LakehouseError):
@@ -47,19 +48,30 @@ class PublishResult:
     gate: list[GateResult] = field(default_factory=list)
 
 
-def export_marts(settings: Settings, target: Path) -> dict[str, int]:
-    """Copy every marts table from the warehouse into parquet files under target."""
+def mart_sizes(settings: Settings) -> dict[str, int]:
+    """Tables in the warehouse's marts schema and their estimated rows, largest first."""
+    path = warehouse_path(settings)
+    if not path.exists():
+        raise LakehouseError(f"no warehouse at {path}; run `lakehouse build` first")
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute(
+            "select table_name, estimated_size from duckdb_tables() "
+            "where schema_name = 'marts' and not temporary order by estimated_size desc, table_name"
+        ).fetchall()
+    return dict(rows)
+
+
+def export_marts(settings: Settings, target: Path, tables: list[str]) -> Iterator[tuple[str, int]]:
+    """Copy each marts table into target/<table>.parquet; yields (table, rows) as each is written."""
     target.mkdir(parents=True)
-    counts = {}
     with duckdb.connect(str(warehouse_path(settings)), read_only=True) as con:
-        for table in mart_tables(settings):
+        for table in tables:
             path = target / f"{table}.parquet"
             # DuckDB 2.0 refuses the next statement while a result (the copy's row count) is unread.
             con.execute(
                 f"copy (select * from marts.{table}) to '{path}' (format parquet, compression zstd)"
             ).fetchall()
-            counts[table] = pq.ParquetFile(path).metadata.num_rows
-    return counts
+            yield table, pq.ParquetFile(path).metadata.num_rows
 
 
 def previous_row_counts(settings: Settings) -> dict[str, int]:
@@ -125,18 +137,33 @@ def rollup_inputs(
     return out
 
 
-def audit_snapshot(settings: Settings, staged: Path, tables: list[str], context=None) -> list[GateResult]:
-    """Gate 2: every staged mart against its suite, with the published snapshot as the baseline."""
+def audit_snapshot(
+    settings: Settings,
+    staged: Path,
+    tables: list[str],
+    context=None,
+    exported: Iterable[tuple[str, int]] | None = None,
+) -> tuple[list[GateResult], dict[str, int]]:
+    """Gate 2: every staged mart against its suite, with the published snapshot as the baseline.
+
+    exported yields (table, rows) as each mart's file is written (by default, the files of
+    tables are already there); each is validated as soon as it arrives. Returns the results and
+    the rows per mart.
+    """
     from expectations.suites import load_module
 
     context = context or gx_context(settings)
     previous = previous_row_counts(settings)
     now = utc_now()
     results = []
+    counts: dict[str, int] = {}
     validations: list = []
     periods = {table: getattr(load_module(table), "ROLLUP", None) for table in tables}
     inputs = rollup_inputs(settings, sorted({p for p in periods.values() if p}))
-    for table in tables:
+    if exported is None:
+        exported = ((t, pq.ParquetFile(staged / f"{t}.parquet").metadata.num_rows) for t in tables)
+    for table, rows in exported:
+        counts[table] = rows
         params = {
             "now": now,
             "previous_rows": previous.get(table),
@@ -152,9 +179,10 @@ def audit_snapshot(settings: Settings, staged: Path, tables: list[str], context=
         results.append(
             validate_frame(settings, table, frame, context=context, params=params, validations=validations)
         )
+    results.sort(key=lambda r: r.dataset)
     build_data_docs(context, validations)
     record_gate_results(settings, results)
-    return results
+    return results, dict(sorted(counts.items()))
 
 
 def publish_marts(settings: Settings) -> PublishResult:
@@ -163,11 +191,15 @@ def publish_marts(settings: Settings) -> PublishResult:
         snapshot_id = new_snapshot_id()
         staged = marts_dir(settings.lake_dir) / f".staged-{snapshot_id}"
         try:
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                # GE's import and context (about 4 s) overlap the export, which waits on DuckDB.
-                context = pool.submit(gx_context, settings)
-                counts = export_marts(settings, staged)
-                gate = audit_snapshot(settings, staged, sorted(counts), context=context.result())
+            tables = list(mart_sizes(settings))
+            # The export runs in a thread, largest mart first, and each mart is validated as
+            # soon as its file is written: DuckDB's copy and GE's checks (which hold the GIL)
+            # overlap instead of adding up.
+            exported = ReadAhead(export_marts(settings, staged, tables), lambda item: 0, 0)
+            try:
+                gate, counts = audit_snapshot(settings, staged, tables, gx_context(settings), exported)
+            finally:
+                exported.close()
             if not all(r.success for r in gate):
                 raise GateFailed(
                     f"gate 2 failed, snapshot not published (the previous one stays live): "

@@ -500,7 +500,7 @@ def validate_zone(
     validations: list = []
     group = None
     # The first chunk is read while GE is imported, and each next one while this one is validated.
-    reader = _ReadAhead(frames(), lambda item: item[3], CHUNK_BYTES)
+    reader = ReadAhead(frames(), lambda item: item[3], CHUNK_BYTES)
     try:
         context = gx_context(settings)
         for (source, dataset), chunk, frame, _ in reader:
@@ -535,7 +535,7 @@ class _Failed:
 _END = object()
 
 
-class _ReadAhead(Iterator[T]):
+class ReadAhead(Iterator[T]):
     """The items of an iterator, produced in a thread ahead of the consumer, within a budget.
 
     The thread starts at once, so items are produced while the caller sets up. It starts the
@@ -552,7 +552,8 @@ class _ReadAhead(Iterator[T]):
         self._room = threading.Condition()
         self._ready: queue.Queue = queue.Queue()
         self._stop = False
-        threading.Thread(target=self._produce, args=(items,), name="gate-reader", daemon=True).start()
+        self._thread = threading.Thread(target=self._produce, args=(items,), name="read-ahead", daemon=True)
+        self._thread.start()
 
     def _produce(self, items: Iterator[T]) -> None:
         try:
@@ -591,10 +592,12 @@ class _ReadAhead(Iterator[T]):
         return item
 
     def close(self) -> None:
-        """Stop the thread (it finishes the item it is producing, then drops it)."""
+        """Stop the thread and wait for it (it finishes the item it is producing, then drops it)."""
         with self._room:
             self._stop = True
             self._room.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 def _open_group(

@@ -200,18 +200,3 @@ def build_marts(
     tests = sum(1 for r in results if r.get("unique_id", "").startswith("test."))
     unit = sum(1 for r in results if r.get("unique_id", "").startswith("unit_test."))
     return BuildResult(models=models, tests=tests, unit_tests=unit, seconds=time.perf_counter() - started)
-
-
-def mart_tables(settings: Settings) -> list[str]:
-    """Tables in the warehouse's marts schema (opened read-only: the build has finished)."""
-    import duckdb
-
-    path = warehouse_path(settings)
-    if not path.exists():
-        raise LakehouseError(f"no warehouse at {path}; run `lakehouse build` first")
-    with duckdb.connect(str(path), read_only=True) as con:
-        rows = con.execute(
-            "select table_name from information_schema.tables "
-            "where table_schema = 'marts' and table_type = 'BASE TABLE' order by 1"
-        ).fetchall()
-    return [r[0] for r in rows]

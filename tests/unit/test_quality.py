@@ -385,7 +385,7 @@ def test_shared_keys_match_dataframe_duplicated():
 def test_read_ahead_keeps_order_stays_within_its_budget_and_reraises():
     import time
 
-    from flows.quality import _ReadAhead
+    from flows.quality import ReadAhead
 
     made: list[int] = []
 
@@ -397,7 +397,7 @@ def test_read_ahead_keeps_order_stays_within_its_budget_and_reraises():
             yield i
 
     # Budget of one item of weight 1: the next one is started while at most one is unfinished.
-    reader = _ReadAhead(numbers(), weight=lambda i: 1, budget=1)
+    reader = ReadAhead(numbers(), weight=lambda i: 1, budget=1)
     time.sleep(0.2)
     assert made == [0, 1]  # produced before anything is asked for, but no further
     assert next(reader) == 0
@@ -409,12 +409,12 @@ def test_read_ahead_keeps_order_stays_within_its_budget_and_reraises():
     assert list(reader) == [2, 3, 4]
     assert next(reader, None) is None  # exhausted for good, not waiting on the thread
     made.clear()
-    heavy = _ReadAhead(numbers(), weight=lambda i: 5, budget=1)
+    heavy = ReadAhead(numbers(), weight=lambda i: 5, budget=1)
     time.sleep(0.2)
     assert made == [0]  # an item over budget is never joined by another
     assert list(heavy) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="unreadable batch"):
-        list(_ReadAhead(numbers(fail_at=2), weight=lambda i: 1, budget=1))
+        list(ReadAhead(numbers(fail_at=2), weight=lambda i: 1, budget=1))
 
 
 def test_checkpoints_of_other_suites_survive_a_registration(settings):
