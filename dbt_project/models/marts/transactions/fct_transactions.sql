@@ -142,7 +142,9 @@ transaction_span as (
     from legs
 ),
 
-klines as (
+-- Not materialized: each price join scans it (a materialized copy of every candle of the
+-- span ran out of memory at 50 symbols x 1 year).
+klines as not materialized (
     select
         int_klines_unioned.symbol,
         int_klines_unioned.opened_at,

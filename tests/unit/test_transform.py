@@ -1,0 +1,53 @@
+"""The dbt runner's environment: the warehouse's memory limit grows with the raw lake."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from flows import transform
+from flows.errors import LakehouseError
+from flows.settings import load_settings
+
+
+def sparse_file(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+
+
+def test_small_lake_gets_the_base_memory_limit(tmp_path):
+    settings = load_settings(lake_dir=tmp_path / "lake")
+    sparse_file(tmp_path / "lake" / "raw" / "synthetic" / "klines" / "date=2026-01-01" / "a.parquet", 2**20)
+    assert transform.dbt_env(settings)["LAKEHOUSE_DBT_MEMORY_LIMIT"] == "1200MB"
+
+
+def test_memory_limit_adds_half_the_raw_parquet_size(tmp_path):
+    raw = tmp_path / "lake" / "raw"
+    sparse_file(raw / "synthetic" / "klines" / "symbol=BTCUSDT" / "date=2026-01-01" / "a.parquet", 2**30)
+    sparse_file(raw / "binance" / "klines" / "date=2026-01-02" / "b.parquet", 2**29)
+    sparse_file(raw / "binance" / "klines" / "date=2026-01-02" / "b.parquet.partial", 2**32)  # not a batch
+    settings = load_settings(lake_dir=tmp_path / "lake")
+    assert transform.raw_lake_bytes(settings.lake_dir) == 2**30 + 2**29
+    assert transform.dbt_memory_limit(settings) == f"{1200 + 768}MB"
+
+
+def test_memory_limit_never_exceeds_half_the_machine(tmp_path, monkeypatch):
+    sparse_file(tmp_path / "lake" / "raw" / "x" / "y" / "a.parquet", 2**40)
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 8 * 2**30 // 4096}  # an 8 GiB machine
+    monkeypatch.setattr(os, "sysconf", pages.__getitem__)
+    assert transform.dbt_memory_limit(load_settings(lake_dir=tmp_path / "lake")) == "4096MB"
+
+
+def test_memory_limit_setting_wins(tmp_path, monkeypatch):
+    sparse_file(tmp_path / "lake" / "raw" / "x" / "y" / "a.parquet", 2**33)
+    monkeypatch.setenv("LAKEHOUSE_DBT_MEMORY_LIMIT", "3GB")
+    settings = load_settings(lake_dir=tmp_path / "lake")
+    assert transform.dbt_env(settings)["LAKEHOUSE_DBT_MEMORY_LIMIT"] == "3GB"
+
+
+def test_a_malformed_memory_limit_is_one_clear_error(tmp_path):
+    with pytest.raises(LakehouseError, match="dbt_memory_limit"):
+        load_settings(lake_dir=tmp_path / "lake", dbt_memory_limit="lots")
