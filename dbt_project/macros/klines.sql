@@ -28,7 +28,7 @@
     Rules, in the order applied (repair_rules lists the ones that touched a row):
     - duplicate copies of a key collapse to the latest ingested_at (ties: highest batch_id);
       duplicate_copies counts how many copies were seen. When no key repeats in what is read
-      (checked exactly first), the ranking window is skipped.
+      (no two files share a folder, or else checked exactly), the ranking window is skipped.
     - close_time_derived: a missing or inconsistent close_time becomes open_time + interval - 1 ms.
     - ohlc_bounds_repaired: high below max(open, close) is raised to it, low above min(open, close)
       is lowered to it (the candle's range must contain its open and close; the other bound, which
@@ -69,7 +69,8 @@ source as (
 ),
 
 deduplicated as (
-    {% if lake_keys_repeat(source_relation, ['market', 'symbol', 'interval', 'open_time']) %}
+    {% if lake_files_share_folders(source_relation)
+        and lake_keys_repeat(source_relation, ['market', 'symbol', 'interval', 'open_time']) %}
         select
             *,
             count(*) over key_window as duplicate_copies

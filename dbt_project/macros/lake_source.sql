@@ -56,3 +56,29 @@
     ) -%}
     {{ return(result.columns[0].values()[0]) }}
 {%- endmacro %}
+
+
+{#
+    Whether two files read by a lake relation share a folder. In the raw kline lake, a key
+    (market, symbol, interval, open_time) always lands under the folder of its symbol, interval
+    and day, and gate 1 leaves no key twice in one file; so keys can repeat only between files of
+    one folder. With one file per folder (the usual case: one batch per series and day) no key
+    repeats, and checking that costs a file listing instead of a scan of every key (seconds for a
+    year of minutes). Not for datasets whose folders do not follow their key (transactions are
+    filed by day, their key is tx_id).
+#}
+{% macro lake_files_share_folders(relation) -%}
+    {%- if not execute -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- set found = modules.re.search("read_parquet\(\s*('[^']*'|\[[^\]]*\])", relation | string) -%}
+    {%- if found is none -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- set files = found.group(1) -%}
+    {%- set listing = "glob(" ~ files ~ ")" if files.startswith("'") else "(select unnest(" ~ files ~ ") as file)" -%}
+    {%- set result = run_query(
+        "select count(*) > count(distinct parse_dirpath(file)) from " ~ listing
+    ) -%}
+    {{ return(result.columns[0].values()[0]) }}
+{%- endmacro %}
