@@ -14,6 +14,14 @@ import psutil
 from bench.scales import SCALES
 
 NAN = float("nan")
+# Results written before the incremental run became one process measured it stage by stage.
+OLD_INCREMENTAL = ("inc_land", "inc_gate1", "inc_build", "inc_publish")
+INCREMENTAL_STEPS = (
+    ("land", "land one new hour"),
+    ("gate1", "gate 1"),
+    ("build", "dbt build"),
+    ("publish", "gate 2 + publish"),
+)
 SCALE_ORDER = ("S", "M", "L")
 GOAL_SOURCES = "issue 10 (and issue 5 for the dbt build)"
 NOT_RUN = {
@@ -75,6 +83,23 @@ class Point:
         return self.max_peak(("gate1", "build", "publish"))
 
     @property
+    def incremental(self) -> float:
+        """The incremental run after one new hour: one process (or, in older results, its stages)."""
+        if self.ok("incremental"):
+            return self.wall("incremental")
+        return self.total(OLD_INCREMENTAL) if all(self.ok(s) for s in OLD_INCREMENTAL) else NAN
+
+    @property
+    def incremental_peak(self) -> float:
+        return self.peak("incremental") if self.ok("incremental") else self.max_peak(OLD_INCREMENTAL)
+
+    @property
+    def incremental_build(self) -> float:
+        if self.ok("incremental"):
+            return self.result("incremental", "build_seconds")
+        return self.wall("inc_build")
+
+    @property
     def full_refresh(self) -> float:
         for stage in ("e2e_warm", "e2e"):
             if self.ok(stage):
@@ -123,6 +148,10 @@ STAGE_ROWS = [
     ("prefect_warmup", "Prefect cold start: an empty flow on a fresh PREFECT_HOME (paid once)"),
     ("e2e", "(a) `lakehouse` Prefect flow end to end, full refresh, fresh lake, warm Prefect"),
     ("e2e_warm", "(a) the same flow again on that lake: full refresh, installed and warm (the goal figure)"),
+    (
+        "incremental",
+        "(a) incremental run after one new hour, one process: land, gate 1, build, gate 2, publish",
+    ),
     ("inc_land", "(a) incremental: land one new hour"),
     ("inc_gate1", "(a) incremental: gate 1"),
     ("inc_build", "(a) incremental: dbt build"),
@@ -158,11 +187,14 @@ def stage_table(point: Point) -> list[str]:
             f"| {label} | {fmt(point.wall(stage))} | {fmt(point.cpu(stage))} | "
             f"{fmt(point.peak(stage), 0)} | {len(runs)} |"
         )
-    incremental = ("inc_land", "inc_gate1", "inc_build", "inc_publish")
-    if all(point.ok(s) for s in incremental):
+        if stage == "incremental":
+            for step, name in INCREMENTAL_STEPS:
+                seconds = fmt(point.result("incremental", f"{step}_seconds"))
+                lines.append(f"| &nbsp;&nbsp;of which {name} (in-process) | {seconds} | - | (shared) | |")
+    if all(point.ok(s) for s in OLD_INCREMENTAL):
         lines.append(
-            f"| **(a) incremental run after one new hour, total** | **{fmt(point.total(incremental))}** | "
-            f"| {fmt(point.max_peak(incremental), 0)} | |"
+            f"| **(a) incremental run after one new hour, total** | **{fmt(point.incremental)}** | "
+            f"| {fmt(point.incremental_peak, 0)} | |"
         )
     if all(point.ok(s) for s in ("generate", "gate1", "build", "publish")):
         stages = ("generate", "gate1", "build", "publish")
@@ -203,6 +235,14 @@ def slowest(point: Point, stages: tuple[str, ...], key: str = "wall") -> str:
     return f"{stage} ({fmt(named[stage])} {unit})"
 
 
+def incremental_culprit(point: Point) -> str:
+    if not point.ok("incremental"):
+        return slowest(point, OLD_INCREMENTAL)
+    steps = {name: point.result("incremental", f"{step}_seconds") for step, name in INCREMENTAL_STEPS}
+    name = max(steps, key=lambda n: steps[n] if steps[n] == steps[n] else -1)
+    return f"{name} ({fmt(steps[name])} s)"
+
+
 def goals(points: dict[str, Point]) -> list[str]:
     lines = ["| goal | measured | status | held back by |", "|---|---:|---|---|"]
     full = ("generate", "gate1", "build", "publish")
@@ -236,10 +276,17 @@ def goals(points: dict[str, Point]) -> list[str]:
         row("M", "full refresh end to end <= 30 s", m.full_refresh, 30, "s", "max", refresh_culprit(m))
         peak = m.max_peak(e2e_stages)
         row("M", "peak memory <= 2 GB", peak / 1024, 2, "GB", "max", slowest(m, e2e_stages, "peak"))
-        inc = ("inc_land", "inc_gate1", "inc_build", "inc_publish")
-        row("M", "incremental run after one new hour <= 10 s", m.total(inc), 10, "s", "max", slowest(m, inc))
+        row(
+            "M",
+            "incremental run after one new hour <= 10 s",
+            m.incremental,
+            10,
+            "s",
+            "max",
+            incremental_culprit(m),
+        )
         row("M", "dbt full build <= 30 s (issue 5)", m.wall("build"), 30, "s", "max", "dbt build")
-        row("M", "dbt incremental build <= 5 s (issue 5)", m.wall("inc_build"), 5, "s", "max", "dbt build")
+        row("M", "dbt incremental build <= 5 s (issue 5)", m.incremental_build, 5, "s", "max", "dbt build")
     else:
         for goal in ("full refresh end to end <= 30 s", "peak memory <= 2 GB", "incremental run <= 10 s"):
             row("M", goal, NAN, 0, "", "max", "")
@@ -280,10 +327,7 @@ def plot(points: list[Point], image_dir: Path) -> list[str]:
     series = {
         "(a) pipeline: gate 1 + build + gate 2 + publish": (lambda p: p.pipeline, lambda p: p.pipeline_peak),
         "(a) Prefect flow end to end": (lambda p: p.wall("e2e"), lambda p: p.peak("e2e")),
-        "(a) incremental, one new hour": (
-            lambda p: p.total(("inc_land", "inc_gate1", "inc_build", "inc_publish")),
-            lambda p: p.max_peak(("inc_land", "inc_gate1", "inc_build", "inc_publish")),
-        ),
+        "(a) incremental, one new hour": (lambda p: p.incremental, lambda p: p.incremental_peak),
         "(b) naive pandas": (lambda p: p.wall("naive"), lambda p: p.peak("naive")),
         "(c) DuckDB floor": (lambda p: p.wall("floor"), lambda p: p.peak("floor")),
     }
@@ -391,8 +435,10 @@ def write_page(results_dir: Path, page: Path, ran: list[str], note: str | None =
         "",
         "- **(a) this pipeline**, stage by stage as the `lakehouse` flow calls them: synthetic data landed",
         "  (`land_synthetic`, no defects), gate 1 (`validate_raw`), `dbt build` (`build_marts`), gate 2",
-        "  and publish (`publish_marts`); then one new hour of klines landed and the same stages again",
-        "  (the incremental run); and the Prefect `lakehouse` flow end to end on its own fresh lake",
+        "  and publish (`publish_marts`); then the incremental run: one new hour of klines landed and",
+        "  the same stages again in one process, as a scheduled run does them (GE imported once, beside",
+        "  the landing; Prefect's orchestration not included), with each step's in-process share;",
+        "  and the Prefect `lakehouse` flow end to end on its own fresh lake",
         "  (including Prefect's temporary server, which is what a user's `lakehouse run` pays; its",
         "  start-up timeout is raised from 20 s to 300 s so a busy machine does not fail the run).",
         "  The (a) figure in the ratios is gate 1 + build + gate 2 + publish: from landed data to",

@@ -225,10 +225,9 @@ def test_page_marks_goals_met_or_missed_and_names_the_stage_holding_it_back(tmp_
         "naive": [_run(30.0, 2000)],
         "floor": [_run(1.0, 200)],
         "e2e": [_run(20.0, 1000)],
-        "inc_land": [_run(1.0, 100)],
-        "inc_gate1": [_run(1.0, 100)],
-        "inc_build": [_run(1.0, 100)],
-        "inc_publish": [_run(1.0, 100)],
+        "incremental": [
+            _run(4.0, 120, land_seconds=0.5, gate1_seconds=1.0, build_seconds=2.0, publish_seconds=0.5)
+        ],
         "dashboard": [{**_run(4.0, 300), "ok": False, "error": "boom | bad"}],
     }
     data = {
@@ -262,6 +261,11 @@ def test_page_marks_goals_met_or_missed_and_names_the_stage_holding_it_back(tmp_
         "| S | 216,000 | 15.0 | 30.0 | 1.0 | 15.00 | 2.00 | 900 | 2,000 | 200 | 0.45 | 15.00 | 2.00 |" in text
     )
     assert "| (a) gate 1: GE raw suites, landing -> raw/quarantine | 4.0 | 4.0 | 450 | 3 |" in text
+    assert (
+        "| (a) incremental run after one new hour, one process: land, gate 1, build, gate 2, publish | 4.0 | 4.0 | 120 | 1 |"
+        in text
+    )
+    assert "| &nbsp;&nbsp;of which dbt build (in-process) | 2.0 | - | (shared) | |" in text
     assert "failed: boom / bad" in text
     assert "**AGREE**" in text and "L: not run: behind a flag" in text
     assert (page.parent / "img" / "bench_time.png").stat().st_size > 0
