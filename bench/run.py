@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,9 +54,16 @@ class Runner:
         self.stages: dict[str, list[dict]] = {}
         self.on_stage = lambda: None
 
-    def run(self, name: str, stage: str, lake: Path, *extra: str) -> Measurement:
+    def run(
+        self, name: str, stage: str, lake: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> Measurement:
         args = [stage, "--lake", str(lake), "--scale", self.scale.name, *extra]
-        env = {**self.env, "LAKEHOUSE_LAKE_DIR": str(lake), "LAKEHOUSE_GX_DIR": str(lake / "gx")}
+        env = {
+            **self.env,
+            **(env or {}),
+            "LAKEHOUSE_LAKE_DIR": str(lake),
+            "LAKEHOUSE_GX_DIR": str(lake / "gx"),
+        }
         result = measure(name, args, env, self.work / "logs")
         self.stages.setdefault(name, []).append(result.as_dict())
         status = "ok" if result.ok else f"FAILED: {result.error}"
@@ -139,10 +150,48 @@ def run_scale(scale: Scale, work: Path, env: dict[str, str], repeats: int, e2e: 
             runner.run("prefect_warmup", "prefect_warmup", work / "warmup" / "lake")
         e2e_lake = work / f"{scale.name}-e2e" / "lake"
         runner.run("e2e", "e2e", e2e_lake)
-        # "Installed, warm": the same full refresh again, with dbt's parse cache and Prefect's
-        # database from the first run (the data is landed again over the same batches).
-        runner.run("e2e_warm", "e2e", e2e_lake)
+        # "Installed, warm": the same full refresh again, with dbt's parse cache from the first
+        # run, against a Prefect server that is already up (as under `make serve`) instead of a
+        # temporary one started for the run (the data is landed again over the same batches).
+        with prefect_server(env, work / "logs") as api_url:
+            runner.run("e2e_warm", "e2e", e2e_lake, env={"PREFECT_API_URL": api_url})
     return summary(True)
+
+
+@contextlib.contextmanager
+def prefect_server(env: dict[str, str], log_dir: Path, timeout: float = 180.0) -> Iterator[str]:
+    """A Prefect server on a free port of 127.0.0.1 for the run; yields its API URL, then stops it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    prefect = Path(sys.executable).parent / "prefect"
+    command = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/api"
+    with open(log_dir / "prefect-server.log", "w") as log_file:
+        server = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the Prefect server did not start; see {log_dir / 'prefect-server.log'}"
+                    )
+                time.sleep(0.5)
+            yield url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 def save_result(result: dict) -> None:

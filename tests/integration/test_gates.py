@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from flows.lake import current_snapshot, marts_dir, snapshot_path
@@ -290,3 +291,44 @@ def test_dbt_grains_are_parsed_once_and_handed_out_as_copies(monkeypatch):
     first["fct_transactions"].append("changed")
     assert dbt_grains()["fct_transactions"] == ["tx_id"]
     assert parsed > 0 and len(loads) == parsed
+
+
+def daily_rollup(days: int, candles: dict[int, int]) -> pd.DataFrame:
+    """fct_klines_daily rows of two symbols: full days of 1440 candles but the given day numbers."""
+    opens = pd.date_range("2026-10-01", periods=days, freq="D", tz="UTC")
+    rows = []
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        for day, opened in enumerate(opens):
+            rows.append(
+                {
+                    "market": "spot",
+                    "symbol": symbol,
+                    "open_time": opened,
+                    "source_interval": "1m",
+                    "open": 100.0,
+                    "high": 101.0,
+                    "low": 99.0,
+                    "close": 100.5,
+                    "volume": 10.0,
+                    "quote_volume": 1000.0,
+                    "num_trades": 10,
+                    "taker_buy_base_volume": 5.0,
+                    "vwap": 100.0,
+                    "simple_return": 0.0,
+                    "log_return": 0.0,
+                    "candle_count": candles.get(day, 1440),
+                    "expected_candle_count": 1440,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_the_newest_period_still_filling_does_not_fail_completeness(settings):
+    from flows.quality import validate_frame
+
+    # Three days, the newest one hour in: an incremental run early in the day must publish.
+    filling = validate_frame(settings, "fct_klines_daily", daily_rollup(3, {2: 60}))
+    assert filling.success, filling.failed_expectations
+    # A finished day with a quarter of its candles (one of two per symbol, 50%) still fails.
+    gappy = validate_frame(settings, "fct_klines_daily", daily_rollup(3, {0: 360, 2: 60}))
+    assert [label for label in gappy.failed_expectations if "check__completeness" in label]
