@@ -118,8 +118,9 @@ def summarise_failures(settings: Settings, process: subprocess.CompletedProcess)
     failures = read_failures(settings)
     if failures:
         return "; ".join(failures[:5]) + (f" and {len(failures) - 5} more" if len(failures) > 5 else "")
-    lines = [ln for ln in process.stdout.splitlines() if "error" in ln.lower()]
-    return (lines[-1].strip() if lines else process.stdout.strip().splitlines()[-1:] or ["unknown"])[0]
+    lines = [ln.strip() for ln in process.stdout.splitlines() if "error" in ln.lower()]
+    tail = process.stdout.strip().splitlines()
+    return lines[-1] if lines else tail[-1] if tail else "unknown"
 
 
 def read_run_results(settings: Settings) -> list[dict]:

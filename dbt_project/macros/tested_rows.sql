@@ -92,7 +92,8 @@
     {%- if column is none -%}
         {{ return(true) }}
     {%- endif -%}
-    {%- if not execute -%}
+    {#- Compiled without its model built (docs generate, compile): either form will do. -#}
+    {%- if not execute or load_relation(model) is none -%}
         {{ return(false) }}
     {%- endif -%}
     {%- set result = run_query(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,16 @@ def test_memory_limit_setting_wins(tmp_path, monkeypatch):
 def test_a_malformed_memory_limit_is_one_clear_error(tmp_path):
     with pytest.raises(LakehouseError, match="dbt_memory_limit"):
         load_settings(lake_dir=tmp_path / "lake", dbt_memory_limit="lots")
+
+
+def test_a_failure_without_run_results_is_summarised_by_its_last_error_line(tmp_path):
+    settings = load_settings(lake_dir=tmp_path / "lake")
+    output = (
+        "12:00  Running with dbt\n12:00  Encountered an error:\nRuntime Error\n  Catalog Error: no table x\n"
+    )
+    process = subprocess.CompletedProcess(["dbt"], 2, stdout=output, stderr="")
+    assert transform.summarise_failures(settings, process) == "Catalog Error: no table x"
+    quiet = subprocess.CompletedProcess(
+        ["dbt"], 2, stdout="12:00  Running with dbt\n12:00  Killed\n", stderr=""
+    )
+    assert transform.summarise_failures(settings, quiet) == "12:00  Killed"
