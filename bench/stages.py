@@ -208,38 +208,41 @@ def floor_project(settings: Settings, scale: Scale, args) -> dict:
 
 @stage("write_archives")
 def write_archives(settings: Settings, scale: Scale, args) -> dict:
-    """Export the raw 1-minute klines as Binance monthly archive zips (preparation, not measured)."""
+    """Export the raw 1-minute klines as Binance monthly archive zips (preparation, not measured).
+
+    One read per symbol (its own partition folders), split into months in memory: a query per
+    symbol and month over the whole lake took ten minutes at 50 symbols.
+    """
     import duckdb
+    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     folder = Path(args.output)
     folder.mkdir(parents=True, exist_ok=True)
     files = 0
+    raw = settings.lake_dir / "raw"
     with duckdb.connect() as con:
         con.execute("set timezone = 'UTC'")
-        source = raw_klines_glob(settings).replace("'", "''")  # a view cannot take parameters
-        con.execute(
-            f"create view k as select * from read_parquet('{source}', hive_partitioning = false, "
-            "union_by_name = true) where interval = '1m'"
-        )
-        months = con.execute(
-            "select distinct symbol, strftime(open_time, '%Y-%m') from k order by 1, 2"
-        ).fetchall()
-        for symbol, month in months:
-            table = con.execute(
-                "select epoch_ms(open_time) as open_time, open, high, low, close, volume, "
-                "epoch_ms(close_time) as close_time, quote_volume, num_trades, taker_buy_base_volume, "
-                "taker_buy_quote_volume, 0 as ignore from k "
-                "where symbol = ? and strftime(open_time, '%Y-%m') = ? order by open_time",
-                [symbol, month],
+        for symbol_dir in sorted(raw.glob("*/klines/symbol=*")):
+            symbol = symbol_dir.name.split("=", 1)[1]
+            files_glob = str(symbol_dir / "**" / "*.parquet").replace("'", "''")
+            table = con.sql(
+                "select strftime(open_time, '%Y-%m') as month, epoch_ms(open_time) as open_time, open, "
+                "high, low, close, volume, epoch_ms(close_time) as close_time, quote_volume, num_trades, "
+                "taker_buy_base_volume, taker_buy_quote_volume, 0 as ignore "
+                f"from read_parquet('{files_glob}', hive_partitioning = false, union_by_name = true) "
+                "where interval = '1m' order by open_time"
             ).to_arrow_table()
-            name = f"{symbol}-1m-{month}"
-            csv_path = folder / f"{name}.csv"
-            pacsv.write_csv(table, csv_path, pacsv.WriteOptions(include_header=False))
-            with zipfile.ZipFile(folder / f"{name}.zip", "w", zipfile.ZIP_DEFLATED) as archive:
-                archive.write(csv_path, f"{name}.csv")
-            csv_path.unlink()
-            files += 1
+            months = table.column("month")
+            for month in pc.unique(months).to_pylist():
+                rows = table.filter(pc.equal(months, month)).drop_columns(["month"])
+                name = f"{symbol}-1m-{month}"
+                csv_path = folder / f"{name}.csv"
+                pacsv.write_csv(rows, csv_path, pacsv.WriteOptions(include_header=False))
+                with zipfile.ZipFile(folder / f"{name}.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+                    archive.write(csv_path, f"{name}.csv")
+                csv_path.unlink()
+                files += 1
     return {"files": files}
 
 

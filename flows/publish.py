@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.errors import LakehouseError
@@ -48,23 +49,40 @@ class PublishResult:
     gate: list[GateResult] = field(default_factory=list)
 
 
-def mart_sizes(settings: Settings) -> dict[str, int]:
-    """Tables in the warehouse's marts schema and their estimated rows, largest first."""
+# DuckDB's memory while publish reads the warehouse. DuckDB keeps what it read cached up to its
+# limit (by default 80% of RAM); publish's reads stream (the copy to parquet, the rollup sums),
+# so a small limit keeps that cache out of gate 2's way: at 50 symbols a 1 GB cache beside the
+# frame of the pairs mart (10.7M rows) took publish past 4 GB.
+READER_CONFIG = {"memory_limit": "256MB"}
+
+
+# Rows of exported marts waiting for gate 2 beyond which the export pauses.
+OVERLAP_ROWS = 2_000_000
+
+
+def open_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """The finished warehouse, read-only; every reader here opens it alike (DuckDB refuses two
+    connections to one file with different settings in one process)."""
     path = warehouse_path(settings)
     if not path.exists():
         raise LakehouseError(f"no warehouse at {path}; run `lakehouse build` first")
-    with duckdb.connect(str(path), read_only=True) as con:
+    return duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
+
+
+def mart_tables(settings: Settings) -> list[str]:
+    """Tables in the warehouse's marts schema, largest first."""
+    with open_warehouse(settings) as con:
         rows = con.execute(
-            "select table_name, estimated_size from duckdb_tables() "
+            "select table_name from duckdb_tables() "
             "where schema_name = 'marts' and not temporary order by estimated_size desc, table_name"
         ).fetchall()
-    return dict(rows)
+    return [row[0] for row in rows]
 
 
 def export_marts(settings: Settings, target: Path, tables: list[str]) -> Iterator[tuple[str, int]]:
     """Copy each marts table into target/<table>.parquet; yields (table, rows) as each is written."""
     target.mkdir(parents=True)
-    with duckdb.connect(str(warehouse_path(settings)), read_only=True) as con:
+    with open_warehouse(settings) as con:
         for table in tables:
             path = target / f"{table}.parquet"
             # DuckDB 2.0 refuses the next statement while a result (the copy's row count) is unread.
@@ -103,7 +121,7 @@ def rollup_inputs(
     if not periods or not path.exists():
         return dict.fromkeys(periods, (None, None))
     out = {}
-    with duckdb.connect(str(path), read_only=True) as con:
+    with open_warehouse(settings) as con:
         con.execute("set TimeZone = 'UTC'").fetchall()
         exists = con.execute(
             "select count(*) from information_schema.tables "
@@ -137,22 +155,35 @@ def rollup_inputs(
     return out
 
 
+def read_mart(path: Path, table: str, params: dict) -> pd.DataFrame:
+    """The columns of a staged mart its suite reads, as a frame.
+
+    Strings are read as dictionaries and arrive as categoricals: a few codes instead of a
+    Python string per row, and no full string column in between (the pairs mart has three
+    string keys on 10.7M rows at 50 symbols). Arrow's buffers are freed as pandas takes them.
+    """
+    schema = pq.read_schema(path)
+    columns = mart_columns(table, params, schema.names)
+    strings = [
+        f.name
+        for f in schema
+        if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))
+        and (columns is None or f.name in columns)
+    ]
+    arrow = pq.read_table(path, columns=columns, read_dictionary=strings)
+    return arrow.to_pandas(split_blocks=True, self_destruct=True)
+
+
 def audit_snapshot(
-    settings: Settings,
-    staged: Path,
-    tables: list[str],
-    context=None,
-    exported: Iterable[tuple[str, int]] | None = None,
+    settings: Settings, staged: Path, tables: list[str], context, exported: Iterable[tuple[str, int]]
 ) -> tuple[list[GateResult], dict[str, int]]:
     """Gate 2: every staged mart against its suite, with the published snapshot as the baseline.
 
-    exported yields (table, rows) as each mart's file is written (by default, the files of
-    tables are already there); each is validated as soon as it arrives. Returns the results and
-    the rows per mart.
+    exported yields (table, rows) as each of tables is written under staged; each mart is
+    validated as soon as it arrives. Returns the results and the rows per mart.
     """
     from expectations.suites import load_module
 
-    context = context or gx_context(settings)
     previous = previous_row_counts(settings)
     now = utc_now()
     results = []
@@ -160,8 +191,6 @@ def audit_snapshot(
     validations: list = []
     periods = {table: getattr(load_module(table), "ROLLUP", None) for table in tables}
     inputs = rollup_inputs(settings, sorted({p for p in periods.values() if p}))
-    if exported is None:
-        exported = ((t, pq.ParquetFile(staged / f"{t}.parquet").metadata.num_rows) for t in tables)
     for table, rows in exported:
         counts[table] = rows
         params = {
@@ -171,11 +200,7 @@ def audit_snapshot(
         }
         if periods[table]:
             params["rollup_inputs"], params["latest_input"] = inputs[periods[table]]
-        path = staged / f"{table}.parquet"
-        columns = mart_columns(table, params, pq.read_schema(path).names)
-        # Keys and labels as categoricals: a few codes instead of a Python string per row (the
-        # pairs mart has three string keys on 10M rows at 50 symbols).
-        frame = pq.read_table(path, columns=columns).to_pandas(strings_to_categorical=True)
+        frame = read_mart(staged / f"{table}.parquet", table, params)
         results.append(
             validate_frame(settings, table, frame, context=context, params=params, validations=validations)
         )
@@ -191,11 +216,13 @@ def publish_marts(settings: Settings) -> PublishResult:
         snapshot_id = new_snapshot_id()
         staged = marts_dir(settings.lake_dir) / f".staged-{snapshot_id}"
         try:
-            tables = list(mart_sizes(settings))
+            tables = mart_tables(settings)
             # The export runs in a thread, largest mart first, and each mart is validated as
             # soon as its file is written: DuckDB's copy and GE's checks (which hold the GIL)
-            # overlap instead of adding up.
-            exported = ReadAhead(export_marts(settings, staged, tables), lambda item: 0, 0)
+            # overlap instead of adding up. It waits while a large mart is being checked, so
+            # the copy's memory never adds to the largest frame's (gate 2 holds a frame of the
+            # rows it checks, several times over while GE computes).
+            exported = ReadAhead(export_marts(settings, staged, tables), lambda item: item[1], OVERLAP_ROWS)
             try:
                 gate, counts = audit_snapshot(settings, staged, tables, gx_context(settings), exported)
             finally:
