@@ -44,12 +44,24 @@ def _tree_rss(root: psutil.Process) -> int:
     return total
 
 
+def _high_water_mark(pid: int) -> int:
+    """The kernel's peak resident set of one process (VmHWM), in bytes; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def measure(stage: str, args: list[str], env: dict[str, str], log_dir: Path) -> Measurement:
     """Run `python -m bench.stages <args>`; the stage writes its result JSON to a file we pass it.
 
     Peak memory is the larger of the polled sum over the process tree (concurrent processes add
-    up) and the kernel's high-water mark for the child and its reaped descendants (wait4), which
-    catches spikes shorter than the polling interval.
+    up) and the stage process's own high-water mark (VmHWM), which catches its spikes shorter
+    than the polling interval. (Not wait4's ru_maxrss: a forked child starts with its parent's,
+    so a small stage would report this runner's memory.)
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     out = log_dir / f"{stage}-{time.monotonic_ns()}.json"
@@ -64,11 +76,10 @@ def measure(stage: str, args: list[str], env: dict[str, str], log_dir: Path) -> 
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, _tree_rss(root))
+            peak = max(peak, _tree_rss(root), _high_water_mark(process.pid))
             time.sleep(POLL_SECONDS)
         seconds = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
-    peak = max(peak, usage.ru_maxrss * 1024)  # ru_maxrss is in KiB on Linux
     result: dict = {}
     if out.exists():
         result = json.loads(out.read_text())

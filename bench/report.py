@@ -239,6 +239,9 @@ def slowest(point: Point, stages: tuple[str, ...], key: str = "wall") -> str:
     return f"{stage} ({fmt(named[stage])} {unit})"
 
 
+MEMORY_GOAL = "peak memory <= {} GB (each stage, and the warm flow run's processes)"
+
+
 def incremental_culprit(point: Point) -> str:
     if not point.ok("incremental"):
         return slowest(point, OLD_INCREMENTAL)
@@ -250,7 +253,11 @@ def incremental_culprit(point: Point) -> str:
 def goals(points: dict[str, Point]) -> list[str]:
     lines = ["| goal | measured | status | held back by |", "|---|---:|---|---|"]
     full = ("generate", "gate1", "build", "publish")
-    e2e_stages = ("e2e", "e2e_warm", *full)
+
+    def run_stages(point: Point) -> tuple[str, ...]:
+        """The stages and the flow run the memory goals count: the warm run against a running
+        Prefect server (the cold run's tree also holds the temporary server Prefect starts)."""
+        return ("e2e_warm" if point.ok("e2e_warm") else "e2e", *full)
 
     def row(scale: str, goal: str, value: float, limit: float, unit: str, better: str, culprit: str) -> None:
         point = points.get(scale)
@@ -278,8 +285,8 @@ def goals(points: dict[str, Point]) -> list[str]:
         row("S", "full refresh end to end <= 15 s", NAN, 15, "s", "max", "")
     if m:
         row("M", "full refresh end to end <= 30 s", m.full_refresh, 30, "s", "max", refresh_culprit(m))
-        peak = m.max_peak(e2e_stages)
-        row("M", "peak memory <= 2 GB", peak / 1024, 2, "GB", "max", slowest(m, e2e_stages, "peak"))
+        peak = m.max_peak(run_stages(m))
+        row("M", MEMORY_GOAL.format(2), peak / 1024, 2, "GB", "max", slowest(m, run_stages(m), "peak"))
         row(
             "M",
             "incremental run after one new hour <= 10 s",
@@ -292,11 +299,11 @@ def goals(points: dict[str, Point]) -> list[str]:
         row("M", "dbt full build <= 30 s (issue 5)", m.wall("build"), 30, "s", "max", "dbt build")
         row("M", "dbt incremental build <= 5 s (issue 5)", m.incremental_build, 5, "s", "max", "dbt build")
     else:
-        for goal in ("full refresh end to end <= 30 s", "peak memory <= 2 GB", "incremental run <= 10 s"):
+        for goal in ("full refresh end to end <= 30 s", MEMORY_GOAL.format(2), "incremental run <= 10 s"):
             row("M", goal, NAN, 0, "", "max", "")
     if big:
-        peak = big.max_peak(e2e_stages)
-        row("L", "peak memory <= 4 GB", peak / 1024, 4, "GB", "max", slowest(big, e2e_stages, "peak"))
+        peak = big.max_peak(run_stages(big))
+        row("L", MEMORY_GOAL.format(4), peak / 1024, 4, "GB", "max", slowest(big, run_stages(big), "peak"))
         pipeline = ("gate1", "build", "publish")
         row("L", "(a)/(c) <= 1.5", big.pipeline / big.wall("floor"), 1.5, "", "max", slowest(big, pipeline))
         row("L", "(b)/(a) >= 1.5", big.wall("naive") / big.pipeline, 1.5, "", "min", slowest(big, pipeline))
@@ -311,7 +318,7 @@ def goals(points: dict[str, Point]) -> list[str]:
         )
     else:
         for goal in (
-            "peak memory <= 4 GB",
+            MEMORY_GOAL.format(4),
             "(a)/(c) <= 1.5",
             "(b)/(a) >= 1.5",
             "(a) peak <= 1/3 of (b) peak",
@@ -483,7 +490,16 @@ def write_page(results_dir: Path, page: Path, ran: list[str], note: str | None =
     out += ["", "## Side by side: ratios", "", *ratio_rows(ordered), ""]
     if images:
         out += [f"![time against rows]({images[0]})", f"![memory against rows]({images[1]})", ""]
-    out += ["## Goals", "", f"From {GOAL_SOURCES}.", "", *goals(points), ""]
+    out += [
+        "## Goals",
+        "",
+        f"From {GOAL_SOURCES}. End-to-end times and memory are those of the warm flow run, against",
+        "a Prefect server that is already running (as the deployments run); the cold run's figures,",
+        "whose process tree also holds the temporary server Prefect starts, are in the tables below.",
+        "",
+        *goals(points),
+        "",
+    ]
     for p in ordered:
         out += [f"## Scale {p.name}: {p.klines:,} klines", "", *stage_table(p), "", *reading(p)]
         archive = p.stages.get("archive", [])

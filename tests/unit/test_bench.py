@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -255,7 +258,10 @@ def test_page_marks_goals_met_or_missed_and_names_the_stage_holding_it_back(tmp_
         "| S: full refresh end to end <= 15 s | 20.00 s | **missed** | build (9.0 s); the Prefect flow adds 3.0 s"
         in text
     )
-    assert "| M: peak memory <= 2 GB | - | not measured | |" in text
+    assert (
+        "| M: peak memory <= 2 GB (each stage, and the warm flow run's processes) | - | not measured | |"
+        in text
+    )
     # (a) = gate 1 + build + publish = 4 + 9 + 2 = 15 s; (b) 30 s; (c) 1 s.
     assert (
         "| S | 216,000 | 15.0 | 30.0 | 1.0 | 15.00 | 2.00 | 900 | 2,000 | 200 | 0.45 | 15.00 | 2.00 |" in text
@@ -270,3 +276,14 @@ def test_page_marks_goals_met_or_missed_and_names_the_stage_holding_it_back(tmp_
     assert "**AGREE**" in text and "L: not run: behind a flag" in text
     assert (page.parent / "img" / "bench_time.png").stat().st_size > 0
     assert (page.parent / "img" / "bench_memory.png").stat().st_size > 0
+
+
+def test_high_water_mark_is_read_from_the_kernel_and_zero_for_a_gone_process():
+    import psutil
+
+    from bench.measure import _high_water_mark
+
+    assert _high_water_mark(os.getpid()) >= psutil.Process().memory_info().rss
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert _high_water_mark(child.pid) == 0
