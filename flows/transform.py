@@ -60,18 +60,19 @@ def raw_lake_bytes(lake_dir: Path) -> int:
 
 
 def dbt_memory_limit(settings: Settings) -> str:
-    """The build's DuckDB memory limit: the setting, else 1.2 GB plus a quarter of the raw lake.
+    """The build's DuckDB memory limit: the setting, else 1.2 GB plus half the raw lake's size.
 
     Joins, sorts and windows spill to disk beyond the limit, but what a model holds while it
-    runs (a Python model's input, two large models at once) cannot: a fixed 1.2 GB ran out of
-    memory at 50 symbols x a year of minutes (2.1 GB of raw parquet), 1.7 GB built it in the
-    same time, and 1.3 GB (1.2 GB plus a quarter of 0.45 GB) keeps 10 symbols within the 2 GB
-    the build is allowed. Never more than half the machine's memory.
+    runs (median and MAD states, a Python model's input, two large models at once) cannot. At
+    50 symbols x a year of minutes (2.1 GB of raw parquet) a fixed 1.2 GB ran out of memory,
+    1.7 GB ran out in one run of two (fct_transactions needs about 1.1 GB alone and overlaps
+    fct_klines_hourly), and 2.25 GB builds in the same time. 10 symbols (0.45 GB) get 1.4 GB,
+    which keeps their build within the 2 GB it is allowed. Never more than half the machine.
     """
     if settings.dbt_memory_limit:
         return settings.dbt_memory_limit
     machine_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    wanted_mb = BASE_MEMORY_MB + raw_lake_bytes(settings.lake_dir) // 4 // 2**20
+    wanted_mb = BASE_MEMORY_MB + raw_lake_bytes(settings.lake_dir) // 2 // 2**20
     return f"{max(BASE_MEMORY_MB, min(wanted_mb, machine_mb // 2))}MB"
 
 
@@ -109,9 +110,13 @@ def run_dbt(settings: Settings, *args: str, check: bool = True) -> subprocess.Co
     ]
     process = subprocess.run(command, cwd=DBT_PROJECT, env=dbt_env(settings), capture_output=True, text=True)
     if check and process.returncode != 0:
-        raise LakehouseError(
-            f"dbt {args[0]} failed: {summarise_failures(settings, process)} (full log: {logs / 'dbt.log'})"
-        )
+        summary = summarise_failures(settings, process)
+        if "out of memory" in summary.lower():
+            summary += (
+                f"; DuckDB ran out of its {dbt_env(settings)['LAKEHOUSE_DBT_MEMORY_LIMIT']} for the build:"
+                " set LAKEHOUSE_DBT_MEMORY_LIMIT higher (e.g. 4GB) and run again"
+            )
+        raise LakehouseError(f"dbt {args[0]} failed: {summary} (full log: {logs / 'dbt.log'})")
     return process
 
 
@@ -137,8 +142,11 @@ def read_failures(settings: Settings) -> list[str]:
     for result in read_run_results(settings):
         if result.get("status") in ("error", "fail", "runtime error"):
             node = result.get("unique_id", "?").split(".", 2)[-1]
-            message = (result.get("message") or "").strip().splitlines()
-            failures.append(f"{node}: {message[0] if message else result['status']}")
+            lines = [ln.strip() for ln in (result.get("message") or "").splitlines() if ln.strip()]
+            # "Runtime Error in model x (path)" says where; the line after it says what.
+            if len(lines) > 1 and lines[0].startswith("Runtime Error in"):
+                lines = lines[1:]
+            failures.append(f"{node}: {lines[0] if lines else result['status']}")
     return failures
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -25,14 +26,14 @@ def test_small_lake_gets_the_base_memory_limit(tmp_path):
     assert transform.dbt_env(settings)["LAKEHOUSE_DBT_MEMORY_LIMIT"] == "1200MB"
 
 
-def test_memory_limit_adds_a_quarter_of_the_raw_parquet_size(tmp_path):
+def test_memory_limit_adds_half_the_raw_parquet_size(tmp_path):
     raw = tmp_path / "lake" / "raw"
     sparse_file(raw / "synthetic" / "klines" / "symbol=BTCUSDT" / "date=2026-01-01" / "a.parquet", 2**30)
     sparse_file(raw / "binance" / "klines" / "date=2026-01-02" / "b.parquet", 2**29)
     sparse_file(raw / "binance" / "klines" / "date=2026-01-02" / "b.parquet.partial", 2**32)  # not a batch
     settings = load_settings(lake_dir=tmp_path / "lake")
     assert transform.raw_lake_bytes(settings.lake_dir) == 2**30 + 2**29
-    assert transform.dbt_memory_limit(settings) == f"{1200 + 384}MB"
+    assert transform.dbt_memory_limit(settings) == f"{1200 + 768}MB"
 
 
 def test_memory_limit_never_exceeds_half_the_machine(tmp_path, monkeypatch):
@@ -65,3 +66,29 @@ def test_a_failure_without_run_results_is_summarised_by_its_last_error_line(tmp_
         ["dbt"], 2, stdout="12:00  Running with dbt\n12:00  Killed\n", stderr=""
     )
     assert transform.summarise_failures(settings, quiet) == "12:00  Killed"
+
+
+def test_a_model_out_of_memory_names_the_model_the_limit_and_the_setting(tmp_path, monkeypatch):
+    settings = load_settings(lake_dir=tmp_path / "lake", dbt_memory_limit="1726MB")
+    target, logs = transform.dbt_paths(settings)
+    target.mkdir(parents=True)
+    message = (
+        "Runtime Error in model fct_transactions (models/marts/transactions/fct_transactions.sql)\n"
+        "  Out of Memory Error: failed to allocate data of size 3.0 MiB (1.5 GiB/1.6 GiB used)\n"
+        "  \n  Possible solutions:\n  * Reducing the number of threads (SET threads=X)\n"
+    )
+    results = [
+        {"unique_id": "model.lakehouse.fct_klines_hourly", "status": "success", "message": "OK"},
+        {"unique_id": "model.lakehouse.fct_transactions", "status": "error", "message": message},
+    ]
+    (target / "run_results.json").write_text(json.dumps({"results": results}))
+    monkeypatch.setattr(
+        transform.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, stdout="", stderr="")
+    )
+    with pytest.raises(LakehouseError) as raised:
+        transform.run_dbt(settings, "build")
+    assert str(raised.value) == (
+        "dbt build failed: fct_transactions: Out of Memory Error: failed to allocate data of size 3.0 MiB"
+        " (1.5 GiB/1.6 GiB used); DuckDB ran out of its 1726MB for the build: set"
+        f" LAKEHOUSE_DBT_MEMORY_LIMIT higher (e.g. 4GB) and run again (full log: {logs / 'dbt.log'})"
+    )
