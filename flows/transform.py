@@ -42,6 +42,7 @@ def dbt_paths(settings: Settings) -> tuple[Path, Path]:
 
 # DuckDB's memory for a build of a small lake; larger lakes get more (dbt_memory_limit).
 BASE_MEMORY_MB = 1200
+MEMORY_STEP_MB = 64
 
 
 def raw_lake_bytes(lake_dir: Path) -> int:
@@ -73,6 +74,9 @@ def dbt_memory_limit(settings: Settings) -> str:
         return settings.dbt_memory_limit
     machine_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     wanted_mb = BASE_MEMORY_MB + raw_lake_bytes(settings.lake_dir) // 2 // 2**20
+    # In steps: the limit is part of dbt's profile, and any change to it makes the next run parse
+    # the whole project again (about 2.5 s) instead of only what changed.
+    wanted_mb -= wanted_mb % MEMORY_STEP_MB
     return f"{max(BASE_MEMORY_MB, min(wanted_mb, machine_mb // 2))}MB"
 
 

@@ -26,14 +26,19 @@ def test_small_lake_gets_the_base_memory_limit(tmp_path):
     assert transform.dbt_env(settings)["LAKEHOUSE_DBT_MEMORY_LIMIT"] == "1200MB"
 
 
-def test_memory_limit_adds_half_the_raw_parquet_size(tmp_path):
+def test_memory_limit_adds_half_the_raw_parquet_size_in_steps(tmp_path):
     raw = tmp_path / "lake" / "raw"
     sparse_file(raw / "synthetic" / "klines" / "symbol=BTCUSDT" / "date=2026-01-01" / "a.parquet", 2**30)
     sparse_file(raw / "binance" / "klines" / "date=2026-01-02" / "b.parquet", 2**29)
     sparse_file(raw / "binance" / "klines" / "date=2026-01-02" / "b.parquet.partial", 2**32)  # not a batch
     settings = load_settings(lake_dir=tmp_path / "lake")
     assert transform.raw_lake_bytes(settings.lake_dir) == 2**30 + 2**29
-    assert transform.dbt_memory_limit(settings) == f"{1200 + 768}MB"
+    assert transform.dbt_memory_limit(settings) == "1920MB"  # 1200 + 768, in 64 MB steps
+    # Another 20 MB of data keeps the step (and dbt's partial parsing, which a new limit restarts).
+    sparse_file(raw / "binance" / "klines" / "date=2026-02-01" / "c.parquet", 20 * 2**20)
+    assert transform.dbt_memory_limit(settings) == "1920MB"
+    sparse_file(raw / "binance" / "klines" / "date=2026-03-01" / "d.parquet", 40 * 2**20)
+    assert transform.dbt_memory_limit(settings) == "1984MB"
 
 
 def test_memory_limit_never_exceeds_half_the_machine(tmp_path, monkeypatch):
