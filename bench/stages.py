@@ -162,19 +162,18 @@ def incremental(settings: Settings, scale: Scale, args) -> dict:
     from flows.transform import build_marts
 
     seconds = {}
-    started = time.perf_counter()
-    preload_in_background()
-    landed = land_hour(settings, scale, args)
-    for name, step in (
-        ("land", None),
-        ("gate1", lambda: validate_raw(settings)),
-        ("build", lambda: build_marts(settings, changed_only=True)),
-        ("publish", lambda: publish_marts(settings)),
-    ):
-        if step is not None:
-            step()
-        seconds[f"{name}_seconds"] = round(time.perf_counter() - started, 3)
+
+    def timed(name: str, step):
         started = time.perf_counter()
+        value = step()
+        seconds[f"{name}_seconds"] = round(time.perf_counter() - started, 3)
+        return value
+
+    preload_in_background()
+    landed = timed("land", lambda: land_hour(settings, scale, args))
+    timed("gate1", lambda: validate_raw(settings))
+    timed("build", lambda: build_marts(settings, changed_only=True))
+    timed("publish", lambda: publish_marts(settings))
     return {**seconds, "rows": landed["rows"], "hour": landed["hour"]}
 
 

@@ -112,12 +112,13 @@ def run_dbt(settings: Settings, *args: str, check: bool = True) -> subprocess.Co
         "--log-level-file",
         "info",
     ]
-    process = subprocess.run(command, cwd=DBT_PROJECT, env=dbt_env(settings), capture_output=True, text=True)
+    env = dbt_env(settings)
+    process = subprocess.run(command, cwd=DBT_PROJECT, env=env, capture_output=True, text=True)
     if check and process.returncode != 0:
         summary = summarise_failures(settings, process)
         if "out of memory" in summary.lower():
             summary += (
-                f"; DuckDB ran out of its {dbt_env(settings)['LAKEHOUSE_DBT_MEMORY_LIMIT']} for the build:"
+                f"; DuckDB ran out of its {env['LAKEHOUSE_DBT_MEMORY_LIMIT']} for the build:"
                 " set LAKEHOUSE_DBT_MEMORY_LIMIT higher (e.g. 4GB) and run again"
             )
         raise LakehouseError(f"dbt {args[0]} failed: {summary} (full log: {logs / 'dbt.log'})")
