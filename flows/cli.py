@@ -177,7 +177,10 @@ def publish(lake_dir: LakeDir = None) -> None:
     settings = settings_from(lake_dir=lake_dir)
     check_lake_dir(settings.lake_dir)
     result = publish_marts(settings)
-    typer.echo(f"published snapshot {result.snapshot_id} ({len(result.tables)} marts)")
+    unchanged = (
+        f", {len(result.reused)} unchanged and linked from the previous snapshot" if result.reused else ""
+    )
+    typer.echo(f"published snapshot {result.snapshot_id} ({len(result.tables)} marts{unchanged})")
 
 
 @app.command()

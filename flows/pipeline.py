@@ -416,6 +416,7 @@ def run_pipeline(
         "mart_gate": [r.as_row() for r in published.gate],
         "snapshot_id": published.snapshot_id,
         "marts": published.tables,
+        "marts_unchanged": published.reused,
         "seconds": seconds,
         "sources": list(sources),
         "flow_run_id": run_key,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +40,8 @@ from flows.quality import (
 from flows.settings import Settings
 from flows.transform import warehouse_path
 
+log = logging.getLogger(__name__)
+
 
 class GateFailed(LakehouseError):
     """Gate 2 rejected the built marts; the published snapshot did not change."""
@@ -47,6 +52,8 @@ class PublishResult:
     snapshot_id: str
     tables: dict[str, int] = field(default_factory=dict)
     gate: list[GateResult] = field(default_factory=list)
+    # Marts unchanged since the previous snapshot, whose published file was linked, not copied.
+    reused: list[str] = field(default_factory=list)
 
 
 # DuckDB's memory while publish reads the warehouse. DuckDB keeps what it read cached up to its
@@ -66,7 +73,10 @@ def open_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection:
     path = warehouse_path(settings)
     if not path.exists():
         raise LakehouseError(f"no warehouse at {path}; run `lakehouse build` first")
-    return duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
+    con = duckdb.connect(str(path), read_only=True, config=READER_CONFIG)
+    # A copy of a large mart takes seconds: no progress bar on the user's terminal.
+    con.execute("set enable_progress_bar = false").fetchall()
+    return con
 
 
 def mart_tables(settings: Settings) -> list[str]:
@@ -79,16 +89,71 @@ def mart_tables(settings: Settings) -> list[str]:
     return [row[0] for row in rows]
 
 
-def export_marts(settings: Settings, target: Path, tables: list[str]) -> Iterator[tuple[str, int]]:
-    """Copy each marts table into target/<table>.parquet; yields (table, rows) as each is written."""
+# Parquet key-value metadata of an exported mart: the fingerprint of the table it was copied from.
+FINGERPRINT_KEY = "lakehouse_fingerprint"
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """What a marts table holds, as a short string: its columns and types, its row count and the
+    sum of its rows' 64-bit hashes (the same for the same rows in any order; one scan, about
+    0.06 s for 1.8M rows of 29 columns)."""
+    columns = con.execute(
+        "select string_agg(column_name || ' ' || data_type, ', ' order by ordinal_position) "
+        "from information_schema.columns where table_schema = 'marts' and table_name = ?",
+        [table],
+    ).fetchall()[0][0]
+    rows, total = con.execute(f"select count(*), sum(hash(t)::hugeint) from marts.{table} as t").fetchall()[0]
+    schema = hashlib.sha1((columns or "").encode()).hexdigest()[:16]
+    return f"v1:{schema}:{rows}:{total or 0}"
+
+
+def file_fingerprint(path: Path) -> str | None:
+    """The fingerprint an exported mart file was written with (None: none, or no such file)."""
+    try:
+        metadata = pq.read_metadata(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    value = metadata.get(FINGERPRINT_KEY.encode())
+    return value.decode() if value else None
+
+
+def reuse_file(previous: Path, path: Path) -> None:
+    """Put the published file of an unchanged mart into the new snapshot: a hard link (snapshots
+    are never written after they are published), or a copy where the file system has none."""
+    try:
+        os.link(previous, path)
+    except OSError:
+        shutil.copyfile(previous, path)
+
+
+def export_marts(
+    settings: Settings, target: Path, tables: list[str], reused: list[str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """Copy each marts table into target/<table>.parquet; yields (table, rows) as each is written.
+
+    A table whose fingerprint equals that of its file in the published snapshot is not copied
+    again: the published file is linked in (its name is appended to `reused`). After a new hour
+    of klines most user and transaction marts are unchanged, and fct_transactions alone takes
+    3 s of the copy at 1.8M rows. Every mart is still validated by gate 2.
+    """
     target.mkdir(parents=True)
+    current = current_snapshot(settings.lake_dir)
+    published = snapshot_path(settings.lake_dir, current) if current else None
     with open_warehouse(settings) as con:
         for table in tables:
             path = target / f"{table}.parquet"
-            # DuckDB 2.0 refuses the next statement while a result (the copy's row count) is unread.
-            con.execute(
-                f"copy (select * from marts.{table}) to '{path}' (format parquet, compression zstd)"
-            ).fetchall()
+            fingerprint = table_fingerprint(con, table)
+            previous = published / f"{table}.parquet" if published else None
+            if previous is not None and file_fingerprint(previous) == fingerprint:
+                reuse_file(previous, path)
+                if reused is not None:
+                    reused.append(table)
+            else:
+                # DuckDB 2.0 refuses the next statement while a result (the copy's row count) is unread.
+                con.execute(
+                    f"copy (select * from marts.{table}) to '{path}' (format parquet, compression zstd, "
+                    f"kv_metadata {{{FINGERPRINT_KEY}: '{fingerprint}'}})"
+                ).fetchall()
             yield table, pq.ParquetFile(path).metadata.num_rows
 
 
@@ -222,7 +287,10 @@ def publish_marts(settings: Settings) -> PublishResult:
             # overlap instead of adding up. It waits while a large mart is being checked, so
             # the copy's memory never adds to the largest frame's (gate 2 holds a frame of the
             # rows it checks, several times over while GE computes).
-            exported = ReadAhead(export_marts(settings, staged, tables), lambda item: item[1], OVERLAP_ROWS)
+            reused: list[str] = []
+            exported = ReadAhead(
+                export_marts(settings, staged, tables, reused), lambda item: item[1], OVERLAP_ROWS
+            )
             try:
                 gate, counts = audit_snapshot(settings, staged, tables, gx_context(settings), exported)
             finally:
@@ -238,4 +306,10 @@ def publish_marts(settings: Settings) -> PublishResult:
                 shutil.rmtree(staged)
         swap_current(settings.lake_dir, snapshot_id)
         prune_snapshots(settings.lake_dir, settings.snapshots_kept)
-    return PublishResult(snapshot_id=snapshot_id, tables=counts, gate=gate)
+    if reused:
+        log.info(
+            "publish: %d unchanged marts linked from the previous snapshot: %s",
+            len(reused),
+            ", ".join(sorted(reused)),
+        )
+    return PublishResult(snapshot_id=snapshot_id, tables=counts, gate=gate, reused=sorted(reused))

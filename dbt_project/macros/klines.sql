@@ -56,6 +56,7 @@
         post_hook=[
             "{{ prune_lake_files('" ~ source_name ~ "', 'klines') }}",
             "{{ record_lake_files('" ~ source_name ~ "', 'klines') }}",
+            "{{ drop_lake_listing() }}",
         ],
     )
 }}
@@ -69,7 +70,7 @@ source as (
 ),
 
 deduplicated as (
-    {% if lake_files_share_folders(source_relation)
+    {% if lake_files_share_folders(source_relation, lake_listing_relation())
         and lake_keys_repeat(source_relation, ['market', 'symbol', 'interval', 'open_time']) %}
         select
             *,

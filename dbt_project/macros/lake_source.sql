@@ -64,10 +64,11 @@
     and day, and gate 1 leaves no key twice in one file; so keys can repeat only between files of
     one folder. With one file per folder (the usual case: one batch per series and day) no key
     repeats, and checking that costs a file listing instead of a scan of every key (seconds for a
-    year of minutes). Not for datasets whose folders do not follow their key (transactions are
-    filed by day, their key is tx_id).
+    year of minutes). `listing`: a table of the files the glob matches, if the model has one
+    (list_lake_files), which saves walking the folders again. Not for datasets whose folders do
+    not follow their key (transactions are filed by day, their key is tx_id).
 #}
-{% macro lake_files_share_folders(relation) -%}
+{% macro lake_files_share_folders(relation, listing=none) -%}
     {%- if not execute -%}
         {{ return(true) }}
     {%- endif -%}
@@ -76,7 +77,11 @@
         {{ return(true) }}
     {%- endif -%}
     {%- set files = found.group(1) -%}
-    {%- set listing = "glob(" ~ files ~ ")" if files.startswith("'") else "(select unnest(" ~ files ~ ") as file)" -%}
+    {%- if not files.startswith("'") -%}
+        {%- set listing = "(select unnest(" ~ files ~ ") as file)" -%}
+    {%- elif listing is none -%}
+        {%- set listing = "glob(" ~ files ~ ")" -%}
+    {%- endif -%}
     {%- set result = run_query(
         "select count(*) > count(distinct parse_dirpath(file)) from " ~ listing
     ) -%}

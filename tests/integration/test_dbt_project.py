@@ -422,6 +422,13 @@ def test_incremental_reads_only_unread_files_however_old_their_stamp(tmp_path):
     assert query(settings, files)["n"][0] == 2
     build_marts(settings, select=KLINE_MODELS, full_refresh=True)
     pd.testing.assert_frame_equal(incremental, query(settings, hourly))
+    assert query(settings, files)["n"][0] == 2
+    # A file gone from the lake is forgotten; the listing each build makes is dropped after it.
+    next((lake / "raw" / "synthetic" / "klines").rglob("date=2026-10-02/*.parquet")).unlink()
+    build_marts(settings, select=KLINE_MODELS)
+    assert query(settings, files)["n"][0] == 1
+    listings = "select count(*) as n from duckdb_tables() where table_name like '%listing'"
+    assert query(settings, listings)["n"][0] == 0
 
 
 def test_changed_only_builds_what_changed_since_the_last_build(tmp_path):

@@ -208,6 +208,32 @@ def test_gate_2_publishes_valid_marts_atomically(settings, published):
     assert not any(p.name.startswith(".staged") for p in marts_dir(settings.lake_dir).iterdir())
 
 
+def test_an_unchanged_mart_is_linked_from_the_published_snapshot_and_still_validated(settings, published):
+    def published_file(result):
+        return snapshot_path(settings.lake_dir, result.snapshot_id) / "fct_klines_hourly.parquet"
+
+    first = published_file(published)
+    again = publish_marts(settings)
+
+    assert again.reused == ["fct_klines_hourly"]
+    assert current_snapshot(settings.lake_dir) == again.snapshot_id != published.snapshot_id
+    assert published_file(again).stat().st_ino == first.stat().st_ino  # one file, two snapshots
+    [gate] = again.gate
+    assert gate.success and gate.evaluated == published.gate[0].evaluated and gate.accepted == 96
+
+    # One more hour in the warehouse: a new file with the new rows, the old snapshot untouched.
+    before = first.read_bytes()
+    build_warehouse(settings, hours=49)
+    changed = publish_marts(settings)
+
+    assert changed.reused == [] and changed.tables == {"fct_klines_hourly": 98}
+    assert published_file(changed).stat().st_ino != first.stat().st_ino
+    assert pd.read_parquet(published_file(changed))["open_time"].max() == pd.Timestamp(
+        "2026-10-03 00:00", tz="UTC"
+    )
+    assert first.read_bytes() == before
+
+
 def test_a_sudden_drop_fails_gate_2_and_leaves_the_published_snapshot_byte_identical(settings, published):
     before = hashes(settings.lake_dir)
     with duckdb.connect(str(warehouse_path(settings))) as con:
