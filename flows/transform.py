@@ -151,6 +151,9 @@ def read_failures(settings: Settings) -> list[str]:
             # "Runtime Error in model x (path)" says where; the line after it says what.
             if len(lines) > 1 and lines[0].startswith("Runtime Error in"):
                 lines = lines[1:]
+            # A Python model's failure is its traceback: the exception is the last line.
+            if len(lines) > 1 and lines[0].startswith("Python model failed"):
+                lines = [f"{lines[0].rstrip(':')}: {lines[-1]}"]
             failures.append(f"{node}: {lines[0] if lines else result['status']}")
     return failures
 

@@ -379,9 +379,15 @@ def test_incremental_build_equals_full_refresh(built):
         "marts.fct_pairs_hourly": "market, symbol_a, symbol_b, open_time",
         "marts.fct_return_correlations": "market, symbol_a, symbol_b, window_end, return_window",
         "marts.fct_candle_completeness": "market, symbol, kline_interval, candle_date",
+        "marts.fct_pairs_cointegration": "market, symbol_a, symbol_b, window_end",
     }
     tables = list(order)
-    selection = f"{KLINE_MODELS} +fct_pairs_hourly +fct_return_correlations +fct_candle_completeness"
+    selection = (
+        f"{KLINE_MODELS} +fct_pairs_hourly +fct_return_correlations +fct_candle_completeness"
+        " +fct_pairs_cointegration"
+    )
+    windows = "select window_end, loaded_at from marts.fct_pairs_cointegration order by window_end"
+    before = query(settings, windows)
     build_marts(settings, select=selection)
     # loaded_at says when a row was written, so it is the one column that must differ.
     read = "select * exclude (loaded_at) from {} order by {}"
@@ -392,6 +398,18 @@ def test_incremental_build_equals_full_refresh(built):
         # Keys, counts and prices match exactly; sums of floats may differ in the last bits
         # because DuckDB adds them in a different order when it reads fewer rows.
         pd.testing.assert_frame_equal(incremental[table], full[table], check_exact=False, rtol=1e-12)
+    # The correction (2026-10-02 10:15) is in the windows ending 2026-10-03 and later: those are
+    # recomputed, and the new hour adds the window ending 2026-10-04.
+    coint = incremental["marts.fct_pairs_cointegration"]
+    assert [
+        (a, b, str(end.date())) for a, b, end in coint[["symbol_a", "symbol_b", "window_end"]].values
+    ] == [
+        ("BTCUSDT", "ETHUSDT", "2026-10-03"),
+        ("BTCUSDT", "ETHUSDT", "2026-10-04"),
+        ("BTCUSDT", "SOLUSDT", "2026-10-03"),
+        ("ETHUSDT", "SOLUSDT", "2026-10-03"),
+    ]
+    assert set(before["window_end"]) == {pd.Timestamp("2026-10-03", tz="UTC")}
     hourly = incremental["marts.fct_klines_hourly"].set_index(["symbol", "open_time"])
     assert hourly.loc[("BTCUSDT", pd.Timestamp("2026-10-03", tz="UTC")), "candle_count"] == 60
     assert hourly.loc[("BTCUSDT", pd.Timestamp("2026-10-02T10:00", tz="UTC")), "high"] >= 900.0

@@ -87,7 +87,8 @@ def reference_cointegration(frame: pd.DataFrame, window_days: int) -> pd.DataFra
                     "is_cointegrated_5pct": bool(statistic < critical[1]),
                 }
             )
-    return pd.DataFrame(rows, columns=list(pairs.COLUMNS)).astype(pairs.COLUMNS)
+    columns = {name: kind for name, kind in pairs.COLUMNS.items() if name != "loaded_at"}
+    return pd.DataFrame(rows, columns=list(columns)).astype(columns)
 
 
 def pairs_frame() -> pd.DataFrame:
@@ -139,7 +140,32 @@ def test_cointegration_equals_the_per_window_loop():
     expected = reference_cointegration(frame, 7)
     assert len(expected) > 50
     assert "BBBUSDT" not in set(expected["symbol_a"])  # the constant spread has no rows
+    assert result["loaded_at"].nunique() == 1
+    result = result.drop(columns="loaded_at")
     pd.testing.assert_frame_equal(result, expected, check_exact=False, rtol=1e-9, atol=0)
+
+
+def test_cointegration_from_a_first_window_end_equals_those_windows_of_a_full_run():
+    frame = pairs_frame()
+    full = run_cointegration(frame, 7)
+    first_end = full["window_end"].sort_values().unique()[-3]  # the last three window ends
+    first_end_us = first_end.value // 1000
+    recent = frame[frame["open_time"] >= first_end - pd.Timedelta(days=7)]
+    part = run_cointegration(recent, 7, first_end_us)
+    expected = full[full["window_end"] >= first_end].reset_index(drop=True)
+    assert len(expected) >= 3 and part["window_end"].min() == first_end
+    pd.testing.assert_frame_equal(part, expected, check_exact=False, rtol=1e-9, atol=0)
+
+
+def run_cointegration(frame: pd.DataFrame, window_days: int, first_end_us: int | None = None) -> pd.DataFrame:
+    relation = duckdb.connect().from_df(frame)
+    keys = relation.query("pairs", pairs.KEYS_SQL).fetchall()
+    series = relation.query("pairs", pairs.PAIRS_SQL).fetchnumpy()
+    loaded_at = pd.Timestamp("2026-12-01", tz="UTC")
+    return pairs.cointegration(
+        keys, series["pair"], series["open_us"], series["log_price_a"], series["log_price_b"], window_days,
+        first_end_us, loaded_at,
+    )  # fmt: skip
 
 
 def test_adf_lag1_is_statsmodels_adfuller():

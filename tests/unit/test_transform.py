@@ -73,10 +73,31 @@ def test_a_failure_without_run_results_is_summarised_by_its_last_error_line(tmp_
     assert transform.summarise_failures(settings, quiet) == "12:00  Killed"
 
 
+def write_run_results(settings, results: list[dict]) -> None:
+    target, _ = transform.dbt_paths(settings)
+    target.mkdir(parents=True)
+    (target / "run_results.json").write_text(json.dumps({"results": results}))
+
+
+def test_a_python_model_failure_is_summarised_by_its_exception(tmp_path):
+    settings = load_settings(lake_dir=tmp_path / "lake")
+    message = (
+        "Runtime Error in model fct_pairs_cointegration (models/marts/pairs/fct_pairs_cointegration.py)\n"
+        "  Python model failed:\n  Traceback (most recent call last):\n"
+        '    File "/tmp/x.py", line 3, in model\n      return 1 / 0\n'
+        "  ZeroDivisionError: division by zero\n"
+    )
+    write_run_results(
+        settings,
+        [{"unique_id": "model.lakehouse.fct_pairs_cointegration", "status": "error", "message": message}],
+    )
+    assert transform.read_failures(settings) == [
+        "fct_pairs_cointegration: Python model failed: ZeroDivisionError: division by zero"
+    ]
+
+
 def test_a_model_out_of_memory_names_the_model_the_limit_and_the_setting(tmp_path, monkeypatch):
     settings = load_settings(lake_dir=tmp_path / "lake", dbt_memory_limit="1726MB")
-    target, logs = transform.dbt_paths(settings)
-    target.mkdir(parents=True)
     message = (
         "Runtime Error in model fct_transactions (models/marts/transactions/fct_transactions.sql)\n"
         "  Out of Memory Error: failed to allocate data of size 3.0 MiB (1.5 GiB/1.6 GiB used)\n"
@@ -86,7 +107,7 @@ def test_a_model_out_of_memory_names_the_model_the_limit_and_the_setting(tmp_pat
         {"unique_id": "model.lakehouse.fct_klines_hourly", "status": "success", "message": "OK"},
         {"unique_id": "model.lakehouse.fct_transactions", "status": "error", "message": message},
     ]
-    (target / "run_results.json").write_text(json.dumps({"results": results}))
+    write_run_results(settings, results)
     monkeypatch.setattr(
         transform.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, stdout="", stderr="")
     )
@@ -95,5 +116,5 @@ def test_a_model_out_of_memory_names_the_model_the_limit_and_the_setting(tmp_pat
     assert str(raised.value) == (
         "dbt build failed: fct_transactions: Out of Memory Error: failed to allocate data of size 3.0 MiB"
         " (1.5 GiB/1.6 GiB used); DuckDB ran out of its 1726MB for the build: set"
-        f" LAKEHOUSE_DBT_MEMORY_LIMIT higher (e.g. 4GB) and run again (full log: {logs / 'dbt.log'})"
+        f" LAKEHOUSE_DBT_MEMORY_LIMIT higher (e.g. 4GB) and run again (full log: {transform.dbt_paths(settings)[1] / 'dbt.log'})"
     )

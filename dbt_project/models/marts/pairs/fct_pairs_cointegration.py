@@ -1,4 +1,10 @@
-"""Engle-Granger style cointegration check per pair: ADF test of the OLS spread, daily windows."""
+"""Engle-Granger style cointegration check per pair: ADF test of the OLS spread, daily windows.
+
+Incremental: a run recomputes the windows that hold an hour fct_klines_hourly wrote since this
+model last ran (rows carry loaded_at, the time of the run that wrote them), reading the window
+length further back. Those windows replace every row of their market and window end (so a
+window that no longer qualifies goes too). Without new hours, nothing is computed.
+"""
 
 import numpy as np
 import pandas as pd
@@ -22,6 +28,7 @@ COLUMNS = {
     "critical_value_5pct": "float64",
     "critical_value_10pct": "float64",
     "is_cointegrated_5pct": "bool",
+    "loaded_at": "datetime64[us, UTC]",
 }
 # A window needs at least this many common hours before its test means anything.
 MIN_OBSERVATIONS = 48
@@ -141,12 +148,15 @@ def cointegration(
     log_a: np.ndarray,
     log_b: np.ndarray,
     window_days: int,
+    first_end_us: int | None = None,
+    loaded_at: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """One row per pair and daily window end with enough hours and a varying spread.
 
     Rows of the inputs are sorted by pair number (an index into keys) and hour. A window ending
     at midnight holds the hours of the window_days before it; windows are grouped by their
-    number of hours and computed in chunks, then put back in pair and window order.
+    number of hours and computed in chunks, then put back in pair and window order. With
+    first_end_us, only windows ending then or later (the inputs must start window_days before).
     """
     bounds = np.searchsorted(pair, np.arange(len(keys) + 1))
     windows = []
@@ -155,6 +165,8 @@ def cointegration(
         if not len(times):
             continue
         ends = np.arange(times[0] // DAY_US + 1, times[-1] // DAY_US + 2) * DAY_US
+        if first_end_us is not None:
+            ends = ends[ends >= first_end_us]
         start = np.searchsorted(times, ends - window_days * DAY_US, side="left")
         count = np.searchsorted(times, ends, side="left") - start
         keep = count >= MIN_OBSERVATIONS
@@ -191,17 +203,57 @@ def cointegration(
             "critical_value_5pct": critical[:, 1],
             "critical_value_10pct": critical[:, 2],
             "is_cointegrated_5pct": statistic < critical[:, 1],
+            "loaded_at": loaded_at if loaded_at is not None else pd.Timestamp.now(tz="UTC"),
         }
     )
     return frame.astype(COLUMNS)
 
 
+def first_window_end(dbt, session) -> int | None:
+    """The first window end (epoch µs) this run must recompute: None for every window, -1 for none.
+
+    Every window ending after the earliest hour fct_klines_hourly wrote since this model's
+    newest loaded_at holds that hour.
+    """
+    if not dbt.is_incremental:
+        return None
+    this = str(dbt.this)
+    if "loaded_at" not in session.sql(f"select * from {this} limit 0").columns:
+        return None  # built before loaded_at: recompute everything once
+    watermark = session.sql(f"select epoch_us(max(loaded_at)) from {this}").fetchall()[0][0]
+    if watermark is None:
+        return None
+    earliest = (
+        dbt.ref("fct_klines_hourly")
+        .query(
+            "hourly", f"select epoch_us(min(open_time)) from hourly where epoch_us(loaded_at) > {watermark}"
+        )
+        .fetchall()[0][0]
+    )
+    if earliest is None:
+        return -1
+    return (earliest // DAY_US + 1) * DAY_US
+
+
 def model(dbt, session):
-    dbt.config(materialized="table")
+    dbt.config(
+        materialized="incremental",
+        incremental_strategy="delete+insert",
+        unique_key=["market", "window_end"],
+        on_schema_change="append_new_columns",
+    )
     window_days = int(dbt.config.get("cointegration_window_days") or 30)
+    loaded_at = pd.Timestamp.now(tz="UTC")
+    first_end_us = first_window_end(dbt, session)
+    if first_end_us == -1:
+        return pd.DataFrame(columns=list(COLUMNS)).astype(COLUMNS)
     pairs = dbt.ref("int_symbol_pairs_joined")
+    if first_end_us is not None:
+        pairs = pairs.filter(f"open_time >= make_timestamptz({first_end_us - window_days * DAY_US})")
     keys = pairs.query("pairs", KEYS_SQL).fetchall()
     series = pairs.query("pairs", PAIRS_SQL).fetchnumpy()
     # Null prices come back masked: as NaN they fail the fit as they did in pandas.
     log_a, log_b = (np.ma.filled(series[c].astype("float64"), np.nan) for c in ("log_price_a", "log_price_b"))
-    return cointegration(keys, series["pair"], series["open_us"], log_a, log_b, window_days)
+    return cointegration(
+        keys, series["pair"], series["open_us"], log_a, log_b, window_days, first_end_us, loaded_at
+    )
