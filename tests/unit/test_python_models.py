@@ -157,6 +157,25 @@ def test_cointegration_from_a_first_window_end_equals_those_windows_of_a_full_ru
     pd.testing.assert_frame_equal(part, expected, check_exact=False, rtol=1e-9, atol=0)
 
 
+def test_pairs_streamed_in_batches_give_the_same_windows_as_all_at_once():
+    frame = pairs_frame()
+    relation = duckdb.connect().from_df(frame)
+    keys = relation.query("pairs", pairs.KEYS_SQL).fetchall()
+    table = relation.query("pairs", pairs.PAIRS_SQL).to_arrow_table()
+    # Batches that cut pairs anywhere, and one that holds a single pair's middle.
+    cuts = [0, 1, 700, 701, 1500, 2900, table.num_rows]
+    batches = [table.slice(a, b - a).to_batches()[0] for a, b in zip(cuts, cuts[1:], strict=False)]
+    groups = list(pairs.whole_pairs(iter(batches)))
+
+    seen = [np.unique(group[0]) for group in groups]
+    assert np.concatenate(seen).tolist() == sorted(set(np.concatenate(seen).tolist()))  # each pair once
+    loaded_at = pd.Timestamp("2026-12-01", tz="UTC")
+    streamed = pd.concat(
+        [pairs.cointegration(keys, *group, 7, None, loaded_at) for group in groups], ignore_index=True
+    )
+    pd.testing.assert_frame_equal(streamed, run_cointegration(frame, 7))
+
+
 def run_cointegration(frame: pd.DataFrame, window_days: int, first_end_us: int | None = None) -> pd.DataFrame:
     relation = duckdb.connect().from_df(frame)
     keys = relation.query("pairs", pairs.KEYS_SQL).fetchall()
