@@ -63,6 +63,16 @@
 {%- endmacro %}
 
 
+{#
+    Whether this command lists the files when it compiles a kline staging model: only those that
+    run it (and its post-hooks). `dbt compile` and `dbt docs generate` write nothing, and may run
+    before the warehouse has a staging schema: they read the whole glob.
+#}
+{% macro lists_lake_files() -%}
+    {{ return(execute and flags.WHICH in ('run', 'build', 'retry')) }}
+{%- endmacro %}
+
+
 {% macro lake_listing_relation() -%}
     {{ this.schema }}.{{ this.identifier }}__listing
 {%- endmacro %}
@@ -73,9 +83,9 @@
     is written into the SQL, so DuckDB opens only those files.
 #}
 {% macro lake_source_new_files(source_name, table_name, columns) -%}
-    {%- set pattern = lake_source_glob(source_name, table_name) if execute else none -%}
+    {%- set pattern = lake_source_glob(source_name, table_name) if lists_lake_files() else none -%}
     {%- if pattern is none -%}
-        {# Parsing, or a unit-test fixture in place of the source. #}
+        {# Parsing, compiling for docs, or a unit-test fixture in place of the source. #}
         {{ return(lake_source(source_name, table_name, columns)) }}
     {%- endif -%}
     {%- if list_lake_files(pattern) == 0 -%}

@@ -70,7 +70,7 @@ source as (
 ),
 
 deduplicated as (
-    {% if lake_files_share_folders(source_relation, lake_listing_relation())
+    {% if lake_files_share_folders(source_relation, lake_listing_relation() if lists_lake_files() else none)
         and lake_keys_repeat(source_relation, ['market', 'symbol', 'interval', 'open_time']) %}
         select
             *,
