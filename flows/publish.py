@@ -93,10 +93,10 @@ def mart_tables(settings: Settings) -> list[str]:
 FINGERPRINT_KEY = "lakehouse_fingerprint"
 
 
-def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> str:
+def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, int]:
     """What a marts table holds, as a short string: its columns and types, its row count and the
     sum of its rows' 64-bit hashes (the same for the same rows in any order; one scan, about
-    0.06 s for 1.8M rows of 29 columns)."""
+    0.06 s for 1.8M rows of 29 columns). Returned with the row count."""
     columns = con.execute(
         "select string_agg(column_name || ' ' || data_type, ', ' order by ordinal_position) "
         "from information_schema.columns where table_schema = 'marts' and table_name = ?",
@@ -104,7 +104,7 @@ def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> str:
     ).fetchall()[0][0]
     rows, total = con.execute(f"select count(*), sum(hash(t)::hugeint) from marts.{table} as t").fetchall()[0]
     schema = hashlib.sha1((columns or "").encode()).hexdigest()[:16]
-    return f"v1:{schema}:{rows}:{total or 0}"
+    return f"v1:{schema}:{rows}:{total or 0}", rows
 
 
 def file_fingerprint(path: Path) -> str | None:
@@ -142,7 +142,7 @@ def export_marts(
     with open_warehouse(settings) as con:
         for table in tables:
             path = target / f"{table}.parquet"
-            fingerprint = table_fingerprint(con, table)
+            fingerprint, rows = table_fingerprint(con, table)
             previous = published / f"{table}.parquet" if published else None
             if previous is not None and file_fingerprint(previous) == fingerprint:
                 reuse_file(previous, path)
@@ -154,7 +154,7 @@ def export_marts(
                     f"copy (select * from marts.{table}) to '{path}' (format parquet, compression zstd, "
                     f"kv_metadata {{{FINGERPRINT_KEY}: '{fingerprint}'}})"
                 ).fetchall()
-            yield table, pq.ParquetFile(path).metadata.num_rows
+            yield table, rows
 
 
 def previous_row_counts(settings: Settings) -> dict[str, int]:

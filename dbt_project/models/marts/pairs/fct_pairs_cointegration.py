@@ -177,7 +177,7 @@ def cointegration(
         keep = count >= MIN_OBSERVATIONS
         windows.append((np.full(keep.sum(), number), ends[keep], bounds[number] + start[keep], count[keep]))
     if not windows:
-        return pd.DataFrame(columns=list(COLUMNS)).astype(COLUMNS)
+        return empty_result()
     number, window_end, start, count = (np.concatenate(parts) for parts in zip(*windows, strict=True))
     hedge_ratio, intercept, statistic = (np.empty(len(start)) for _ in range(3))
     varies = np.zeros(len(start), dtype=bool)
@@ -214,6 +214,10 @@ def cointegration(
         }
     )
     return frame.astype(COLUMNS)
+
+
+def empty_result() -> pd.DataFrame:
+    return pd.DataFrame(columns=list(COLUMNS)).astype(COLUMNS)
 
 
 def first_window_end(dbt, session) -> int | None:
@@ -253,7 +257,7 @@ def model(dbt, session):
     loaded_at = pd.Timestamp.now(tz="UTC")
     first_end_us = first_window_end(dbt, session)
     if first_end_us == -1:
-        return pd.DataFrame(columns=list(COLUMNS)).astype(COLUMNS)
+        return empty_result()
     pairs = dbt.ref("int_symbol_pairs_joined")
     if first_end_us is not None:
         pairs = pairs.filter(f"open_time >= make_timestamptz({first_end_us - window_days * DAY_US})")
@@ -263,7 +267,7 @@ def model(dbt, session):
         for columns in whole_pairs(pairs.query("pairs", PAIRS_SQL).to_arrow_reader(BATCH_ROWS))
     ]
     if not frames:
-        return pd.DataFrame(columns=list(COLUMNS)).astype(COLUMNS)
+        return empty_result()
     return pd.concat(frames, ignore_index=True)
 
 
