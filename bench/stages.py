@@ -155,11 +155,12 @@ def incremental(settings: Settings, scale: Scale, args) -> dict:
     """One new hour landed, then gate 1, dbt build, gate 2 and publish, in this one process.
 
     What a scheduled incremental run does, without Prefect's orchestration around it: GE is
-    imported once (beside the landing, as the flow does) and the dbt build is a subprocess.
+    imported once (beside the landing, as the flow does) and the dbt build is a subprocess started
+    beside the landing (flows.transform.warm_build, as the flow does).
     """
     from flows.publish import publish_marts
     from flows.quality import preload_in_background, validate_raw
-    from flows.transform import build_marts
+    from flows.transform import build_marts, warm_build
 
     seconds = {}
 
@@ -170,9 +171,10 @@ def incremental(settings: Settings, scale: Scale, args) -> dict:
         return value
 
     preload_in_background()
-    landed = timed("land", lambda: land_hour(settings, scale, args))
-    timed("gate1", lambda: validate_raw(settings))
-    timed("build", lambda: build_marts(settings, changed_only=True))
+    with warm_build(settings):  # as the flow does: dbt starts beside landing and gate 1
+        landed = timed("land", lambda: land_hour(settings, scale, args))
+        timed("gate1", lambda: validate_raw(settings))
+        timed("build", lambda: build_marts(settings, changed_only=True))
     timed("publish", lambda: publish_marts(settings))
     return {**seconds, "rows": landed["rows"], "hour": landed["hour"]}
 

@@ -11,7 +11,10 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,9 +49,13 @@ MEMORY_STEP_MB = 64
 
 
 def raw_lake_bytes(lake_dir: Path) -> int:
-    """Size on disk of every parquet file in the raw lake."""
+    """Size on disk of every parquet file in the raw lake and in landing.
+
+    Landing counts because gate 1 is about to move it into raw: the dbt worker, started before
+    gate 1, then parses with the memory limit its build runs with (a change reparses the project).
+    """
     total = 0
-    folders = [lake_dir / "raw"]
+    folders = [lake_dir / "raw", lake_dir / "landing"]
     while folders:
         with contextlib.suppress(FileNotFoundError), os.scandir(folders.pop()) as entries:
             for entry in entries:
@@ -80,9 +87,12 @@ def dbt_memory_limit(settings: Settings) -> str:
     return f"{max(BASE_MEMORY_MB, min(wanted_mb, machine_mb // 2))}MB"
 
 
-def dbt_env(settings: Settings) -> dict[str, str]:
+def dbt_env(settings: Settings, worker: bool = False) -> dict[str, str]:
+    """dbt's environment for this lake; worker=True adds the project to PYTHONPATH (flows.dbt_worker)."""
     target, _ = dbt_paths(settings)
     env = dict(os.environ)
+    if worker:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     env["LAKEHOUSE_LAKE_DIR"] = str(settings.lake_dir)
     env["LAKEHOUSE_DBT_MEMORY_LIMIT"] = dbt_memory_limit(settings)
     env["LAKEHOUSE_DBT_TARGET_PATH"] = str(target)
@@ -91,14 +101,15 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def run_dbt(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run one dbt command in the project with this lake's paths; returns the finished process."""
+def parse_dir(settings: Settings) -> Path:
+    """Where the dbt worker parses the project (a build of the same lake may be using the target)."""
+    return settings.lake_dir / "warehouse" / "dbt" / "parse"
+
+
+def dbt_options(settings: Settings) -> list[str]:
+    """dbt's options for this lake: the project, its profile, and the lake's target and log paths."""
     target, logs = dbt_paths(settings)
-    (settings.lake_dir / "warehouse").mkdir(parents=True, exist_ok=True)
-    dbt = Path(sys.executable).parent / "dbt"
-    command = [
-        str(dbt),
-        *args,
+    return [
         "--project-dir",
         str(DBT_PROJECT),
         "--profiles-dir",
@@ -112,17 +123,125 @@ def run_dbt(settings: Settings, *args: str, check: bool = True) -> subprocess.Co
         "--log-level-file",
         "info",
     ]
+
+
+def run_dbt(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run one dbt command in the project with this lake's paths; returns the finished process."""
+    (settings.lake_dir / "warehouse").mkdir(parents=True, exist_ok=True)
+    dbt = Path(sys.executable).parent / "dbt"
+    command = [str(dbt), *args, *dbt_options(settings)]
     env = dbt_env(settings)
     process = subprocess.run(command, cwd=DBT_PROJECT, env=env, capture_output=True, text=True)
+    return checked(settings, args[0], process, env, check)
+
+
+def checked(
+    settings: Settings, name: str, process: subprocess.CompletedProcess, env: dict[str, str], check: bool
+) -> subprocess.CompletedProcess:
+    """The finished dbt process; when check is set and it failed, LakehouseError naming what failed."""
     if check and process.returncode != 0:
+        _, logs = dbt_paths(settings)
         summary = summarise_failures(settings, process)
         if "out of memory" in summary.lower():
             summary += (
                 f"; DuckDB ran out of its {env['LAKEHOUSE_DBT_MEMORY_LIMIT']} for the build:"
                 " set LAKEHOUSE_DBT_MEMORY_LIMIT higher (e.g. 4GB) and run again"
             )
-        raise LakehouseError(f"dbt {args[0]} failed: {summary} (full log: {logs / 'dbt.log'})")
+        raise LakehouseError(f"dbt {name} failed: {summary} (full log: {logs / 'dbt.log'})")
     return process
+
+
+class DbtWorker:
+    """A dbt process (flows.dbt_worker) that imports dbt and parses the project now, and runs one
+    command later (`run`), so the build does not wait for dbt's start-up.
+
+    The process holds no warehouse connection while it waits. It exits when its command ends,
+    or when `close` is called (or this process exits) without one.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        (settings.lake_dir / "warehouse").mkdir(parents=True, exist_ok=True)
+        self.settings = settings
+        self._output = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 - closed by run/close
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "flows.dbt_worker", str(parse_dir(settings)), *dbt_options(settings)],
+            cwd=DBT_PROJECT,
+            env=dbt_env(settings, worker=True),
+            stdin=subprocess.PIPE,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run `dbt ARGS` in the waiting process; the environment is taken afresh (memory limit)."""
+        env = dbt_env(self.settings)
+        command = [*args, *dbt_options(self.settings)]
+        request = {
+            "args": command,
+            "env": {k: v for k, v in env.items() if k.startswith(("LAKEHOUSE_", "DBT_"))},
+        }
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.close()
+        except BrokenPipeError:
+            pass  # the worker died; its output says why
+        returncode = self.process.wait()
+        self._output.seek(0)
+        output = self._output.read()
+        self._output.close()
+        process = subprocess.CompletedProcess(command, returncode, output, "")
+        return checked(self.settings, args[0], process, env, check)
+
+    def close(self) -> None:
+        """Stop a worker that was given no command."""
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._output.close()
+
+
+_WARM: dict[Path, DbtWorker] = {}
+_WARM_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def warm_build(settings: Settings) -> Iterator[None]:
+    """Start dbt for this lake's next build now; a build inside the block uses it.
+
+    The flow opens this before landing; landing and gate 1 take longer than dbt's start-up. A
+    worker the block did not use is stopped when it ends.
+    """
+    key = settings.lake_dir.resolve()
+    worker = DbtWorker(settings)
+    with _WARM_LOCK:
+        previous = _WARM.pop(key, None)
+        _WARM[key] = worker
+    if previous is not None:
+        previous.close()
+    try:
+        yield
+    finally:
+        with _WARM_LOCK:
+            if _WARM.get(key) is worker:
+                del _WARM[key]
+        worker.close()
+
+
+def take_worker(settings: Settings) -> DbtWorker:
+    """The warm worker started for this lake, else a new one (started now)."""
+    with _WARM_LOCK:
+        worker = _WARM.pop(settings.lake_dir.resolve(), None)
+    if worker is not None and worker.process.poll() is None:
+        return worker
+    if worker is not None:
+        worker.close()
+    return DbtWorker(settings)
 
 
 def summarise_failures(settings: Settings, process: subprocess.CompletedProcess) -> str:
@@ -245,7 +364,7 @@ def build_marts(
             args += ["--select", changed, "--state", str(state_dir(settings))]
     elif select:
         args += ["--select", select]
-    run_dbt(settings, *args)
+    take_worker(settings).run(*args)
     if select is None:
         save_state(settings)
     results = read_run_results(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flows import transform
 from flows.errors import LakehouseError
 from flows.lake import land_frame, to_arrow, write_parquet_atomic
 from flows.schemas import KLINE_KEY
@@ -485,6 +487,56 @@ def test_changed_only_builds_what_changed_since_the_last_build(tmp_path):
     assert hourly["candle_count"].tolist() == [60, 60, 60]
     # Nothing new: nothing to build.
     assert build_marts(settings, changed_only=True).models == 0
+
+
+def wait_for(path: Path, process, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "the worker exited before parsing"
+        assert time.monotonic() < deadline, f"{path} not written in {timeout} s"
+        time.sleep(0.1)
+
+
+def test_a_warm_worker_parses_aside_holds_no_connection_and_runs_the_build(tmp_path):
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    lake = settings.lake_dir
+    land_klines(lake, candles("BTCUSDT", "2026-10-01", 120, 100.0), "synthetic", FIRST_LOAD)
+    land_activity(lake)
+    build_marts(settings, changed_only=True)
+    target_manifest = transform.dbt_paths(settings)[0] / "manifest.json"
+    built_manifest = target_manifest.stat().st_mtime_ns
+    land_klines(lake, candles("BTCUSDT", "2026-10-01T02:00", 60, 150.0), "synthetic", SECOND_LOAD)
+    with transform.warm_build(settings):
+        worker = transform._WARM[lake.resolve()]
+        # perf_info.json is the parse's last artifact; it goes beside the parse, not into the
+        # target folder a build of the same lake may be using.
+        wait_for(transform.parse_dir(settings) / "perf_info.json", worker.process)
+        assert (transform.parse_dir(settings) / "partial_parse.msgpack").exists()
+        assert target_manifest.stat().st_mtime_ns == built_manifest
+        # Parsed and waiting, it holds no connection: another writer opens the warehouse.
+        with duckdb.connect(str(warehouse_path(settings))) as con:
+            con.execute("select 1").fetchall()
+        result = build_marts(settings, changed_only=True)
+        assert worker.process.returncode == 0
+        assert lake.resolve() not in transform._WARM
+    assert result.models > 0
+    assert target_manifest.stat().st_mtime_ns > built_manifest  # the build writes its own
+    # The worker closed the warehouse before exiting: checkpointed, no WAL left to replay.
+    assert not warehouse_path(settings).with_name("lakehouse.duckdb.wal").exists()
+    hourly = query(settings, "select open, candle_count from marts.fct_klines_hourly order by open_time")
+    assert hourly["open"].tolist() == [100.0, 105.0, 150.0]
+    assert hourly["candle_count"].tolist() == [60, 60, 60]
+
+
+def test_an_unused_warm_worker_stops_with_the_block_and_changes_nothing(tmp_path):
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    with transform.warm_build(settings):
+        worker = transform._WARM[settings.lake_dir.resolve()]
+        wait_for(transform.parse_dir(settings) / "perf_info.json", worker.process)
+        assert worker.process.poll() is None  # parsed, waiting for a command
+    assert worker.process.returncode == 0
+    assert not warehouse_path(settings).exists()
+    assert not (transform.dbt_paths(settings)[0] / "run_results.json").exists()
 
 
 def test_binance_only_lake_builds_with_empty_synthetic_marts(tmp_path):
