@@ -170,8 +170,8 @@ def incremental(settings: Settings, scale: Scale, args) -> dict:
         seconds[f"{name}_seconds"] = round(time.perf_counter() - started, 3)
         return value
 
-    preload_in_background()
     with warm_build(settings):  # as the flow does: dbt starts beside landing and gate 1
+        preload_in_background()
         landed = timed("land", lambda: land_hour(settings, scale, args))
         timed("gate1", lambda: validate_raw(settings))
         timed("build", lambda: build_marts(settings, changed_only=True))

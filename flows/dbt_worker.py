@@ -1,9 +1,13 @@
-"""A dbt process started before its command is due: `python -m flows.dbt_worker PARSE_DIR OPTION...`.
+"""A dbt process started before its command is due:
+`python -m flows.dbt_worker [--preload] PARSE_DIR OPTION...`.
 
-While the run lands and validates data, this process imports dbt, parses the project (OPTION...
-are dbt's global options: project, profiles, target and log paths) and, in a thread, imports
-what the project's Python models import: about 4 s that a build otherwise spends before its
-first node and inside its first Python model. The parse writes its artifacts (and the partial
+While the run lands and validates data, this process imports dbt and parses the project
+(OPTION... are dbt's global options: project, profiles, target and log paths): about 3 s that
+a build otherwise spends before its first node. With --preload it also imports, in a thread,
+what the project's Python models import (about 1 s inside an incremental build's last node,
+the cointegration model). A full build is not given --preload: its Python models import their
+modules after its largest queries, and loaded early those modules (90 MB) would add to its
+memory peak. The parse writes its artifacts (and the partial
 parse state it starts from) to PARSE_DIR, under a lock, not to the target folder a running build
 of the same lake may be using. The process then reads one command from stdin, a JSON line
 {"args": [...], "env": {...}}, sets the environment, runs the command with the parsed manifest
@@ -94,11 +98,15 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     from dbt.cli.main import dbtRunner
 
+    preload_imports = argv[:1] == ["--preload"]
+    if preload_imports:
+        argv = argv[1:]
     parse_dir, options = Path(argv[0]), argv[1:]
     manifest = parse(parse_dir, options)
     if manifest is not None:
         print(f"lakehouse dbt worker: parsed in {time.perf_counter() - started:.1f} s", flush=True)
-        preload(python_model_imports(manifest))
+        if preload_imports:
+            preload(python_model_imports(manifest))
     line = sys.stdin.readline()
     if not line.strip():
         return 0

@@ -402,11 +402,12 @@ def run_pipeline(
     import_source_modules(sources)
     from flows.transform import warm_build
 
-    preload_in_background()  # GE's import overlaps landing instead of adding to gate 1
     ingest_flow = ingest.with_options(task_runner=runner) if runner is not None else ingest
     # dbt starts (imports, parses the project) while the run lands and validates; the build,
-    # when its turn comes, runs at once.
-    with warm_build(settings):
+    # when its turn comes, runs at once. It starts first: starting a process waits for imports
+    # in progress in other threads (CPython's fork holds the import lock), such as GE's.
+    with warm_build(settings, full_refresh=full_refresh):
+        preload_in_background()  # GE's import overlaps landing instead of adding to gate 1
         landed = stage("ingest", ingest_flow, plan_ingest(settings, sources), run_key, backfill)
         with build_guard(settings.lake_dir, wait=wait_for_lock):
             raw_gate = stage("validate_raw", validate_raw_flow, settings, run_key)

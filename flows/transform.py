@@ -159,12 +159,21 @@ class DbtWorker:
     or when `close` is called (or this process exits) without one.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, preload: bool = False) -> None:
         (settings.lake_dir / "warehouse").mkdir(parents=True, exist_ok=True)
         self.settings = settings
+        self.output = ""  # what the process printed, once its command has run
         self._output = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 - closed by run/close
+        flags = ["--preload"] if preload else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flows.dbt_worker", str(parse_dir(settings)), *dbt_options(settings)],
+            [
+                sys.executable,
+                "-m",
+                "flows.dbt_worker",
+                *flags,
+                str(parse_dir(settings)),
+                *dbt_options(settings),
+            ],
             cwd=DBT_PROJECT,
             env=dbt_env(settings, worker=True),
             stdin=subprocess.PIPE,
@@ -188,9 +197,9 @@ class DbtWorker:
             pass  # the worker died; its output says why
         returncode = self.process.wait()
         self._output.seek(0)
-        output = self._output.read()
+        self.output = self._output.read()
         self._output.close()
-        process = subprocess.CompletedProcess(command, returncode, output, "")
+        process = subprocess.CompletedProcess(command, returncode, self.output, "")
         return checked(self.settings, args[0], process, env, check)
 
     def close(self) -> None:
@@ -211,14 +220,17 @@ _WARM_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def warm_build(settings: Settings) -> Iterator[None]:
+def warm_build(settings: Settings, full_refresh: bool = False) -> Iterator[None]:
     """Start dbt for this lake's next build now; a build inside the block uses it.
 
-    The flow opens this before landing; landing and gate 1 take longer than dbt's start-up. A
+    The flow opens this before landing; landing and gate 1 take longer than dbt's start-up. When
+    the build will be incremental (a previous build's state exists and no full refresh is asked
+    for), the worker also imports the Python models' modules ahead (see flows.dbt_worker). A
     worker the block did not use is stopped when it ends.
     """
     key = settings.lake_dir.resolve()
-    worker = DbtWorker(settings)
+    incremental = not full_refresh and (state_dir(settings) / "manifest.json").exists()
+    worker = DbtWorker(settings, preload=incremental and warehouse_path(settings).exists())
     with _WARM_LOCK:
         previous = _WARM.pop(key, None)
         _WARM[key] = worker

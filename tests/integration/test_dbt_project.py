@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -520,6 +521,8 @@ def test_a_warm_worker_parses_aside_holds_no_connection_and_runs_the_build(tmp_p
         assert worker.process.returncode == 0
         assert lake.resolve() not in transform._WARM
     assert result.models > 0
+    # An incremental build: the Python models' modules were imported while it waited.
+    assert re.search(r"imported \d+ modules for Python models", worker.output)
     assert target_manifest.stat().st_mtime_ns > built_manifest  # the build writes its own
     # The worker closed the warehouse before exiting: checkpointed, no WAL left to replay.
     assert not warehouse_path(settings).with_name("lakehouse.duckdb.wal").exists()
@@ -535,6 +538,7 @@ def test_an_unused_warm_worker_stops_with_the_block_and_changes_nothing(tmp_path
         wait_for(transform.parse_dir(settings) / "perf_info.json", worker.process)
         assert worker.process.poll() is None  # parsed, waiting for a command
     assert worker.process.returncode == 0
+    assert worker.process.args[3] != "--preload"  # a first build is a full build
     assert not warehouse_path(settings).exists()
     assert not (transform.dbt_paths(settings)[0] / "run_results.json").exists()
 
