@@ -531,6 +531,20 @@ def test_a_warm_worker_parses_aside_holds_no_connection_and_runs_the_build(tmp_p
     assert hourly["candle_count"].tolist() == [60, 60, 60]
 
 
+def test_a_warm_worker_runs_its_command_with_the_profile_of_that_moment(tmp_path):
+    """The memory limit depends on the lake's size, which gate 1 changes after the worker parsed."""
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx", dbt_memory_limit="1000MB")
+    worker = transform.DbtWorker(settings)
+    wait_for(transform.parse_dir(settings) / "perf_info.json", worker.process)
+    worker.settings = settings.model_copy(update={"dbt_memory_limit": "3000MB"})
+    shown = worker.run("show", "--inline", "select current_setting('memory_limit') as memory_limit")
+    with duckdb.connect() as con:
+        con.execute("set memory_limit = '3000MB'")
+        expected = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    assert expected != "953.6 MiB"  # what 1000MB shows as
+    assert re.search(rf"\|\s*{re.escape(expected)}\s*\|", shown.stdout)
+
+
 def test_an_unused_warm_worker_stops_with_the_block_and_changes_nothing(tmp_path):
     settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
     with transform.warm_build(settings):
