@@ -195,7 +195,13 @@ class DbtWorker:
             self.process.stdin.close()
         except BrokenPipeError:
             pass  # the worker died; its output says why
-        returncode = self.process.wait()
+        try:
+            returncode = self.process.wait()
+        except BaseException:  # interrupted (Ctrl-C, a cancelled run): stop dbt too
+            self.process.kill()
+            self.process.wait()
+            self._output.close()
+            raise
         self._output.seek(0)
         self.output = self._output.read()
         self._output.close()

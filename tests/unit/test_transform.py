@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -118,3 +119,21 @@ def test_a_model_out_of_memory_names_the_model_the_limit_and_the_setting(tmp_pat
         " (1.5 GiB/1.6 GiB used); DuckDB ran out of its 1726MB for the build: set"
         f" LAKEHOUSE_DBT_MEMORY_LIMIT higher (e.g. 4GB) and run again (full log: {transform.dbt_paths(settings)[1] / 'dbt.log'})"
     )
+
+
+def test_an_interrupted_build_stops_its_dbt_worker(settings, monkeypatch):
+    """Ctrl-C (or a cancelled run) while the worker builds kills it at once, as subprocess.run did."""
+    worker = transform.DbtWorker(settings)
+    waits = []
+
+    def interrupted(timeout=None):
+        waits.append(timeout)
+        if len(waits) == 1:
+            raise KeyboardInterrupt
+        return type(worker.process).wait(worker.process, timeout)
+
+    monkeypatch.setattr(worker.process, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        worker.run("build")
+    assert worker.process.returncode == -signal.SIGKILL
+    assert waits == [None, None]
