@@ -7,13 +7,15 @@ a build otherwise spends before its first node. With --preload it also imports, 
 what the project's Python models import (about 1 s inside an incremental build's last node,
 the cointegration model). A full build is not given --preload: its Python models import their
 modules after its largest queries, and loaded early those modules (90 MB) would add to its
-memory peak. The parse writes its artifacts (and the partial
-parse state it starts from) to PARSE_DIR, under a lock, not to the target folder a running build
-of the same lake may be using. The process then reads one command from stdin, a JSON line
+memory peak.
+
+The parse writes its artifacts (and the partial parse state it starts from) to PARSE_DIR, under
+a lock, not to the target folder a running build of the same lake may be using. Parsing opens
+no connection. The process then reads one command from stdin, a JSON line
 {"args": [...], "env": {...}}, sets the environment, runs the command with the parsed manifest
 and exits with dbt's exit code (0 success, 1 a node failed, 2 dbt could not run), after closing
-the warehouse (DuckDB checkpoints it). Parsing opens no connection. When stdin closes without a
-command (the run stopped before its build), the process exits 0 having done nothing.
+the warehouse (DuckDB checkpoints it). When stdin closes without a command (the run stopped
+before its build), the process exits 0 having done nothing.
 """
 
 from __future__ import annotations
