@@ -209,7 +209,7 @@ def rollup_inputs(
         newest = con.execute(
             "select "
             + ", ".join(
-                f"max(opened_at) filter (where kline_interval in {tuple(ROLLUP_INTERVALS[p])})"
+                f"date_trunc('{p}', max(opened_at) filter (where kline_interval in {tuple(ROLLUP_INTERVALS[p])}))"
                 for p in periods
             )
             + " from intermediate.int_klines_unioned"
@@ -226,12 +226,7 @@ def rollup_inputs(
                 group by all
                 """
             ).to_arrow_table()
-            truncated = None
-            if latest is not None:
-                truncated = con.execute(
-                    f"select date_trunc('{period}', ?::timestamptz)", [latest]
-                ).fetchall()[0][0]
-            out[period] = (inputs.to_pandas(), truncated)
+            out[period] = (inputs.to_pandas(), latest)
     return out
 
 
