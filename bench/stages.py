@@ -175,7 +175,7 @@ def incremental(settings: Settings, scale: Scale, args) -> dict:
         landed = timed("land", lambda: land_hour(settings, scale, args))
         timed("gate1", lambda: validate_raw(settings))
         timed("build", lambda: build_marts(settings, changed_only=True))
-    timed("publish", lambda: publish_marts(settings))
+        timed("publish", lambda: publish_marts(settings))  # dbt writes its manifest meanwhile
     return {**seconds, "rows": landed["rows"], "hour": landed["hour"]}
 
 

@@ -406,13 +406,15 @@ def run_pipeline(
     # dbt starts (imports, parses the project) while the run lands and validates; the build,
     # when its turn comes, runs at once. It starts first: starting a process waits for imports
     # in progress in other threads (CPython's fork holds the import lock), such as GE's.
-    with warm_build(settings, full_refresh=full_refresh):
+    with warm_build(settings, full_refresh=full_refresh) as dbt_worker:
         preload_in_background()  # GE's import overlaps landing instead of adding to gate 1
         landed = stage("ingest", ingest_flow, plan_ingest(settings, sources), run_key, backfill)
         with build_guard(settings.lake_dir, wait=wait_for_lock):
             raw_gate = stage("validate_raw", validate_raw_flow, settings, run_key)
             built = stage("build", build, settings, run_key, full_refresh)
             published = stage("publish", publish, settings, run_key)
+            # dbt wrote the build's manifest while publish ran; done before the next run may build.
+            dbt_worker.close()
     summary = {
         "lake_dir": str(settings.lake_dir),
         "landed": landed.rows,

@@ -155,8 +155,10 @@ class DbtWorker:
     """A dbt process (flows.dbt_worker) that imports dbt and parses the project now, and runs one
     command later (`run`), so the build does not wait for dbt's start-up.
 
-    The process holds no warehouse connection while it waits. It exits when its command ends,
-    or when `close` is called (or this process exits) without one.
+    The process holds no warehouse connection while it waits. `run` returns when the command's
+    results are written; after a build the process then writes the manifest with the compiled
+    SQL and the build's state, and exits. `close` waits for that (or stops a worker given no
+    command).
     """
 
     def __init__(self, settings: Settings, preload: bool = False) -> None:
@@ -164,31 +166,51 @@ class DbtWorker:
         self.settings = settings
         self.output = ""  # what the process printed, once its command has run
         self._output = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 - closed by run/close
-        flags = ["--preload"] if preload else []
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flows.dbt_worker",
-                *flags,
-                str(parse_dir(settings)),
-                *dbt_options(settings),
-            ],
-            cwd=DBT_PROJECT,
-            env=dbt_env(settings, worker=True),
-            stdin=subprocess.PIPE,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        status, status_child = os.pipe()  # the worker writes its exit code here (flows.dbt_worker)
+        flags = ["--status-fd", str(status_child), *(["--preload"] if preload else [])]
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flows.dbt_worker",
+                    *flags,
+                    str(parse_dir(settings)),
+                    *dbt_options(settings),
+                ],
+                cwd=DBT_PROJECT,
+                env=dbt_env(settings, worker=True),
+                stdin=subprocess.PIPE,
+                stdout=self._output,
+                stderr=subprocess.STDOUT,
+                text=True,
+                pass_fds=(status_child,),
+            )
+        except BaseException:
+            os.close(status)
+            self._output.close()
+            raise
+        finally:
+            os.close(status_child)
+        self._status = os.fdopen(status, "rb")
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """Run `dbt ARGS` in the waiting process; the environment is taken afresh (memory limit)."""
+    def _finished(self) -> int:
+        """The command's exit code, as soon as its results are written (the process may still be
+        writing the manifest), or the process's own when it died first."""
+        line = self._status.readline()
+        return int(line) if line.strip() else self.process.wait()
+
+    def run(self, *args: str, check: bool = True, state: dict | None = None) -> subprocess.CompletedProcess:
+        """Run `dbt ARGS` in the waiting process; the environment is taken afresh (memory limit).
+
+        state ({"dir", "lake_files"}): where a successful build saves its state (see write_state).
+        """
         env = dbt_env(self.settings)
         command = [*args, *dbt_options(self.settings)]
         request = {
             "args": command,
             "env": {k: v for k, v in env.items() if k.startswith(("LAKEHOUSE_", "DBT_"))},
+            "state": state,
         }
         try:
             self.process.stdin.write(json.dumps(request) + "\n")
@@ -196,20 +218,24 @@ class DbtWorker:
         except BrokenPipeError:
             pass  # the worker died; its output says why
         try:
-            returncode = self.process.wait()
+            returncode = self._finished()
         except BaseException:  # interrupted (Ctrl-C, a cancelled run): stop dbt too
             self.process.kill()
             self.process.wait()
-            self._output.close()
+            self._close_files()
             raise
         self._output.seek(0)
         self.output = self._output.read()
-        self._output.close()
+        self._close_files()
         process = subprocess.CompletedProcess(command, returncode, self.output, "")
         return checked(self.settings, args[0], process, env, check)
 
+    def _close_files(self) -> None:
+        self._status.close()
+        self._output.close()
+
     def close(self) -> None:
-        """Stop a worker that was given no command."""
+        """Wait for a worker that ran its command to finish writing; stop one that was given none."""
         if self.process.poll() is None:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
@@ -218,7 +244,7 @@ class DbtWorker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._output.close()
+        self._close_files()
 
 
 _WARM: dict[Path, DbtWorker] = {}
@@ -226,13 +252,15 @@ _WARM_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def warm_build(settings: Settings, full_refresh: bool = False) -> Iterator[None]:
+def warm_build(settings: Settings, full_refresh: bool = False) -> Iterator[DbtWorker]:
     """Start dbt for this lake's next build now; a build inside the block uses it.
 
     The flow opens this before landing; landing and gate 1 take longer than dbt's start-up. When
     the build will be incremental (a previous build's state exists and no full refresh is asked
-    for), the worker also imports the Python models' modules ahead (see flows.dbt_worker). A
-    worker the block did not use is stopped when it ends.
+    for), the worker also imports the Python models' modules ahead (see flows.dbt_worker). At
+    the end of the block the worker is waited for (it writes the build's manifest after the
+    build returns), or stopped if the block did not use it. Yields the worker; calling its
+    `close` inside the block waits there instead (the flow does, while it holds the lake's lock).
     """
     key = settings.lake_dir.resolve()
     incremental = not full_refresh and (state_dir(settings) / "manifest.json").exists()
@@ -243,7 +271,7 @@ def warm_build(settings: Settings, full_refresh: bool = False) -> Iterator[None]
     if previous is not None:
         previous.close()
     try:
-        yield
+        yield worker
     finally:
         with _WARM_LOCK:
             if _WARM.get(key) is worker:
@@ -251,15 +279,16 @@ def warm_build(settings: Settings, full_refresh: bool = False) -> Iterator[None]
         worker.close()
 
 
-def take_worker(settings: Settings) -> DbtWorker:
-    """The warm worker started for this lake, else a new one (started now)."""
+def take_worker(settings: Settings) -> tuple[DbtWorker, bool]:
+    """The warm worker started for this lake, else a new one (started now); and whether the
+    caller must close it (a warm worker is closed by its warm_build block)."""
     with _WARM_LOCK:
         worker = _WARM.pop(settings.lake_dir.resolve(), None)
     if worker is not None and worker.process.poll() is None:
-        return worker
+        return worker, False
     if worker is not None:
         worker.close()
-    return DbtWorker(settings)
+    return DbtWorker(settings), True
 
 
 def summarise_failures(settings: Settings, process: subprocess.CompletedProcess) -> str:
@@ -323,33 +352,44 @@ def source_fingerprints(globs: dict[str, str]) -> dict[str, str]:
     return prints
 
 
-def changed_selection(settings: Settings) -> str | None:
-    """dbt selector for what a build must redo since the last successful one, or None for everything.
-
-    Models downstream of a source whose files changed, plus models whose code or config changed
-    (dbt's state:modified against the last build's manifest). Without a previous build (or
-    after a failed one, which saves no state) everything is built.
-    """
-    state = state_dir(settings)
+def lake_fingerprints(settings: Settings) -> dict[str, str] | None:
+    """Source fingerprints of the lake now, for the sources the last successful build knew; None
+    without a previous build."""
     try:
-        manifest = json.loads((state / "manifest.json").read_text())
-        previous = json.loads((state / "lake_files.json").read_text())
+        manifest = json.loads((state_dir(settings) / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    if not warehouse_path(settings).exists():
+    return source_fingerprints(source_globs(manifest))
+
+
+def changed_selection(settings: Settings, now: dict[str, str] | None) -> str | None:
+    """dbt selector for what a build must redo since the last successful one, or None for everything.
+
+    Models downstream of a source whose files changed (now: lake_fingerprints), plus models whose
+    code or config changed (dbt's state:modified against the last build's manifest). Without a
+    previous build (or after a failed one, which saves no state) everything is built.
+    """
+    if now is None or not warehouse_path(settings).exists():
         return None
-    now = source_fingerprints(source_globs(manifest))
+    try:
+        previous = json.loads((state_dir(settings) / "lake_files.json").read_text())
+    except (OSError, ValueError):
+        return None
     changed = sorted(name for name, value in now.items() if previous.get(name) != value)
     return " ".join([*(f"source:{name}+" for name in changed), "state:modified+"])
 
 
-def save_state(settings: Settings) -> None:
-    """After a build without failures: its manifest and the source fingerprints it built from."""
-    target, _ = dbt_paths(settings)
-    state = state_dir(settings)
+def write_state(state: Path, manifest: Path, prints: dict[str, str] | None) -> None:
+    """After a build without failures: its manifest and the source fingerprints it built from.
+
+    Written by the build's dbt process once it has written the manifest (flows.dbt_worker).
+    prints are the fingerprints taken before the build started (lake_fingerprints): a file that
+    changed while it ran then counts as changed at the next build. Without them (a first build)
+    they are taken now, from the sources this manifest declares.
+    """
     state.mkdir(parents=True, exist_ok=True)
-    manifest = target / "manifest.json"
-    prints = source_fingerprints(source_globs(json.loads(manifest.read_text())))
+    if prints is None:
+        prints = source_fingerprints(source_globs(json.loads(manifest.read_text())))
     shutil.copyfile(manifest, state / "manifest.json.partial")
     (state / "lake_files.json.partial").write_text(json.dumps(prints, indent=1, sort_keys=True))
     os.replace(state / "manifest.json.partial", state / "manifest.json")
@@ -369,6 +409,8 @@ def build_marts(
     dbt unit tests check model logic on fixed rows, not the data, so pipeline runs skip them
     (`make test` and a plain `dbt build` run them). changed_only builds just what changed since
     the last successful build (see changed_selection); the marts left alone are still current.
+    Returns once the warehouse is built and closed; the build's manifest and state are written
+    right after, by its dbt process (see DbtWorker).
     """
     started = time.perf_counter()
     args = ["build"]
@@ -376,15 +418,20 @@ def build_marts(
         args += ["--exclude-resource-type", "unit_test"]
     if full_refresh:
         args.append("--full-refresh")
+    prints = lake_fingerprints(settings) if select is None else None
     if select is None and changed_only and not full_refresh:
-        changed = changed_selection(settings)
+        changed = changed_selection(settings, prints)
         if changed is not None:
             args += ["--select", changed, "--state", str(state_dir(settings))]
     elif select:
         args += ["--select", select]
-    take_worker(settings).run(*args)
-    if select is None:
-        save_state(settings)
+    state = {"dir": str(state_dir(settings)), "lake_files": prints} if select is None else None
+    worker, owned = take_worker(settings)
+    try:
+        worker.run(*args, state=state)
+    finally:
+        if owned:  # a warm worker is waited for at the end of its block
+            worker.close()
     results = read_run_results(settings)
     models = sum(1 for r in results if r.get("unique_id", "").startswith("model."))
     tests = sum(1 for r in results if r.get("unique_id", "").startswith("test."))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import UTC, datetime
@@ -17,7 +18,14 @@ from flows.errors import LakehouseError
 from flows.lake import land_frame, to_arrow, write_parquet_atomic
 from flows.schemas import KLINE_KEY
 from flows.settings import load_settings
-from flows.transform import build_marts, changed_selection, read_run_results, run_dbt, warehouse_path
+from flows.transform import (
+    build_marts,
+    changed_selection,
+    lake_fingerprints,
+    read_run_results,
+    run_dbt,
+    warehouse_path,
+)
 
 FIRST_LOAD = datetime(2026, 11, 1, tzinfo=UTC)
 SECOND_LOAD = datetime(2026, 11, 1, 2, tzinfo=UTC)
@@ -457,11 +465,13 @@ def test_changed_only_builds_what_changed_since_the_last_build(tmp_path):
     lake = settings.lake_dir
     land_klines(lake, candles("BTCUSDT", "2026-10-01", 120, 100.0), "synthetic", FIRST_LOAD)
     land_activity(lake)
-    assert changed_selection(settings) is None, "no previous build: everything"
+    assert changed_selection(settings, lake_fingerprints(settings)) is None, "no previous build: everything"
     everything = build_marts(settings, changed_only=True)
-    assert changed_selection(settings) == "state:modified+"
+    assert changed_selection(settings, lake_fingerprints(settings)) == "state:modified+"
     land_klines(lake, candles("BTCUSDT", "2026-10-01T02:00", 60, 150.0), "synthetic", SECOND_LOAD)
-    assert changed_selection(settings) == "source:synthetic.klines+ state:modified+"
+    assert (
+        changed_selection(settings, lake_fingerprints(settings)) == "source:synthetic.klines+ state:modified+"
+    )
     klines_only = build_marts(settings, changed_only=True)
     built = {
         r["unique_id"].split(".")[-1]
@@ -518,12 +528,21 @@ def test_a_warm_worker_parses_aside_holds_no_connection_and_runs_the_build(tmp_p
         with duckdb.connect(str(warehouse_path(settings))) as con:
             con.execute("select 1").fetchall()
         result = build_marts(settings, changed_only=True)
-        assert worker.process.returncode == 0
         assert lake.resolve() not in transform._WARM
+        # The build's results are there when build_marts returns; its manifest and state may
+        # still be being written.
+        assert {r["unique_id"] for r in read_run_results(settings)} >= {"model.lakehouse.fct_klines_hourly"}
+    assert worker.process.returncode == 0  # the block waited for it
+    state_manifest = transform.state_dir(settings) / "manifest.json"
+    assert state_manifest.read_bytes() == target_manifest.read_bytes()
+    assert changed_selection(settings, lake_fingerprints(settings)) == "state:modified+"
     assert result.models > 0
     # An incremental build: the Python models' modules were imported while it waited.
     assert re.search(r"imported \d+ modules for Python models", worker.output)
     assert target_manifest.stat().st_mtime_ns > built_manifest  # the build writes its own
+    compiled = json.loads(target_manifest.read_text())["nodes"]["model.lakehouse.fct_klines_hourly"]
+    assert "int_klines_unioned" in compiled["compiled_code"]
+    assert not list(target_manifest.parent.glob(".*"))  # no partial file or folder left
     # The worker closed the warehouse before exiting: checkpointed, no WAL left to replay.
     assert not warehouse_path(settings).with_name("lakehouse.duckdb.wal").exists()
     hourly = query(settings, "select open, candle_count from marts.fct_klines_hourly order by open_time")
@@ -552,9 +571,36 @@ def test_an_unused_warm_worker_stops_with_the_block_and_changes_nothing(tmp_path
         wait_for(transform.parse_dir(settings) / "perf_info.json", worker.process)
         assert worker.process.poll() is None  # parsed, waiting for a command
     assert worker.process.returncode == 0
-    assert worker.process.args[3] != "--preload"  # a first build is a full build
+    assert "--preload" not in worker.process.args  # a first build is a full build
     assert not warehouse_path(settings).exists()
     assert not (transform.dbt_paths(settings)[0] / "run_results.json").exists()
+
+
+def test_a_file_changed_while_the_build_ran_is_built_again_next_time(tmp_path, monkeypatch):
+    """The state records the lake as the build found it when it started, not as it is after."""
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    lake = settings.lake_dir
+    land_klines(lake, candles("BTCUSDT", "2026-10-01", 120, 100.0), "synthetic", FIRST_LOAD)
+    land_activity(lake)
+    build_marts(settings, changed_only=True)
+    run = transform.DbtWorker.run
+
+    def land_during_the_build(self, *args, **kwargs):
+        done = run(self, *args, **kwargs)
+        land_klines(lake, candles("BTCUSDT", "2026-10-01T02:00", 60, 150.0), "synthetic", SECOND_LOAD)
+        return done
+
+    monkeypatch.setattr(transform.DbtWorker, "run", land_during_the_build)
+    network = lake / "raw" / "synthetic" / "network"
+    next(network.rglob("*.parquet")).touch()  # a change the build sees
+    build_marts(settings, changed_only=True)
+    monkeypatch.setattr(transform.DbtWorker, "run", run)
+    assert (
+        changed_selection(settings, lake_fingerprints(settings)) == "source:synthetic.klines+ state:modified+"
+    )
+    build_marts(settings, changed_only=True)
+    hourly = query(settings, "select open from marts.fct_klines_hourly order by open_time")
+    assert hourly["open"].tolist() == [100.0, 105.0, 150.0]
 
 
 def test_binance_only_lake_builds_with_empty_synthetic_marts(tmp_path):

@@ -124,16 +124,12 @@ def test_a_model_out_of_memory_names_the_model_the_limit_and_the_setting(tmp_pat
 def test_an_interrupted_build_stops_its_dbt_worker(settings, monkeypatch):
     """Ctrl-C (or a cancelled run) while the worker builds kills it at once, as subprocess.run did."""
     worker = transform.DbtWorker(settings)
-    waits = []
 
-    def interrupted(timeout=None):
-        waits.append(timeout)
-        if len(waits) == 1:
-            raise KeyboardInterrupt
-        return type(worker.process).wait(worker.process, timeout)
+    def interrupted():
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(worker.process, "wait", interrupted)
+    monkeypatch.setattr(worker, "_finished", interrupted)
     with pytest.raises(KeyboardInterrupt):
         worker.run("build")
     assert worker.process.returncode == -signal.SIGKILL
-    assert waits == [None, None]
+    assert worker._status.closed and worker._output.closed
