@@ -172,6 +172,11 @@ ROLLUP_INTERVALS = {"hour": ("1m", "1h"), "day": ("1m", "1h", "1d")}
 PERIOD_MS = {"hour": 3_600_000, "day": 86_400_000}
 
 
+def sql_list(values: Iterable[str]) -> str:
+    """Constant strings as a SQL list: ('1m', '1h'); ('1m') for one (a Python tuple would give ('1m',))."""
+    return "(" + ", ".join("'" + value.replace("'", "''") + "'" for value in values) + ")"
+
+
 def rollup_inputs(
     settings: Settings, periods: list[str]
 ) -> dict[str, tuple[pd.DataFrame | None, datetime | None]]:
@@ -209,7 +214,7 @@ def rollup_inputs(
         newest = con.execute(
             "select "
             + ", ".join(
-                f"date_trunc('{p}', max(opened_at) filter (where kline_interval in {tuple(ROLLUP_INTERVALS[p])}))"
+                f"date_trunc('{p}', max(opened_at) filter (where kline_interval in {sql_list(ROLLUP_INTERVALS[p])}))"
                 for p in periods
             )
             + " from intermediate.int_klines_unioned"

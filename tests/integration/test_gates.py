@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from flows.lake import current_snapshot, marts_dir, snapshot_path
-from flows.publish import GateFailed, publish_marts
+from flows.publish import GateFailed, publish_marts, sql_list
 from flows.quality import data_docs_index, validate_raw
 from flows.settings import load_settings
 from flows.transform import warehouse_path
@@ -358,3 +358,11 @@ def test_the_newest_period_still_filling_does_not_fail_completeness(settings):
     # A finished day with a quarter of its candles (one of two per symbol, 50%) still fails.
     gappy = validate_frame(settings, "fct_klines_daily", daily_rollup(3, {0: 360, 2: 60}))
     assert [label for label in gappy.failed_expectations if "check__completeness" in label]
+
+
+def test_interval_lists_render_as_sql_lists_whatever_their_length():
+    assert sql_list(["1m", "1h", "1d"]) == "('1m', '1h', '1d')"
+    assert sql_list(["1m"]) == "('1m')"  # a Python tuple would render ('1m',)
+    assert sql_list(["it's"]) == "('it''s')"
+    with duckdb.connect() as con:
+        assert con.execute(f"select '1m' in {sql_list(['1m'])}").fetchall() == [(True,)]
