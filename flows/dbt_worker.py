@@ -12,9 +12,9 @@ memory peak.
 The parse writes its partial parse state (which the next parse starts from) to PARSE_DIR, under
 a lock, not to the target folder a running build of the same lake may be using. Parsing opens
 no connection. The process then reads one command from stdin, a JSON line
-{"args": [...], "env": {...}, "state": {...}}, sets the environment, runs the command with the parsed manifest
-and exits with dbt's exit code (0 success, 1 a node failed, 2 dbt could not run), after closing
-the warehouse (DuckDB checkpoints it). When stdin closes without a command (the run stopped
+{"args": [...], "env": {...}, "state": {...}}, sets the environment, runs the command with the
+parsed manifest and exits with dbt's exit code (0 success, 1 a node failed, 2 dbt could not
+run), after closing the warehouse (DuckDB checkpoints it). When stdin closes without a command (the run stopped
 before its build), the process exits 0 having done nothing.
 
 With --status-fd N, the exit code is also written to file descriptor N as soon as the caller
@@ -133,9 +133,11 @@ def run_command(manifest, args: list[str], report, state: dict | None = None) ->
     from dbt.cli.main import dbtRunner
 
     target = option(args, "--target-path")
-    deferred = manifest is not None and target is not None and args[:1] == ["build"]
+    target_dir = Path(target) if target is not None else None
+    build = args[:1] == ["build"] and target_dir is not None
+    # Without a parsed manifest the build parses again, and dbt writes its artifacts itself.
+    deferred = build and manifest is not None
     if deferred:
-        target_dir = Path(target)
         target_dir.mkdir(parents=True, exist_ok=True)
         # A build that stops before its results are written must not leave the previous
         # build's results to be read as its own.
@@ -155,10 +157,10 @@ def run_command(manifest, args: list[str], report, state: dict | None = None) ->
     report(code)
     if deferred:
         write_manifest(manifest, target_dir)
-        if state is not None and code == 0:
-            from flows.transform import write_state
+    if build and state is not None and code == 0:
+        from flows.transform import write_state
 
-            write_state(Path(state["dir"]), target_dir / "manifest.json", state.get("lake_files"))
+        write_state(Path(state["dir"]), target_dir / "manifest.json", state.get("lake_files"))
     return code
 
 

@@ -1,9 +1,15 @@
-"""The dbt worker's list of modules to import ahead of a build's Python models."""
+"""The dbt worker: the modules it imports ahead of a build's Python models, and the order in
+which a build's artifacts and state are written around the moment the caller may go on."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
+import dbt.cli.main
+
+from flows import dbt_worker
 from flows.dbt_worker import python_model_imports
 
 
@@ -37,3 +43,87 @@ def test_imports_of_python_models_only_in_first_seen_order_with_from_imports_exp
         "sklearn.ensemble.RandomForestRegressor",
         "pandas",
     ]
+
+
+class FakeRunner:
+    """Stands in for dbtRunner: records the command; its result says what the test asks."""
+
+    calls: list = []
+    success = True
+
+    def __init__(self, manifest=None):
+        self.manifest = manifest
+
+    def invoke(self, args):
+        FakeRunner.calls.append((self.manifest, list(args)))
+        target = dbt_worker.option(args, "--target-path")
+        if "--no-write-json" not in args:  # dbt writes its own artifacts
+            (Path(target) / "manifest.json").write_text('{"written_by": "dbt"}')
+
+        def write(path):
+            Path(path).write_text(json.dumps({"results": ["this build's"]}))
+
+        return SimpleNamespace(success=self.success, exception=None, result=SimpleNamespace(write=write))
+
+
+def fake_dbt(monkeypatch, success: bool) -> list:
+    FakeRunner.calls = []
+    FakeRunner.success = success
+    monkeypatch.setattr(dbt.cli.main, "dbtRunner", FakeRunner)
+    monkeypatch.setattr(dbt_worker, "close_warehouse", lambda: None)
+
+    def write_manifest(manifest, target_dir):
+        (target_dir / "manifest.json").write_text(json.dumps({"written_by": "worker", "of": manifest}))
+
+    monkeypatch.setattr(dbt_worker, "write_manifest", write_manifest)
+    return FakeRunner.calls
+
+
+def test_a_build_reports_once_its_results_are_written_then_writes_manifest_and_state(tmp_path, monkeypatch):
+    calls = fake_dbt(monkeypatch, success=True)
+    target, state = tmp_path / "target", tmp_path / "state"
+    target.mkdir()
+    (target / "run_results.json").write_text('{"results": ["the previous build\'s"]}')
+    seen = {}
+
+    def report(code):  # what the caller finds when it goes on
+        seen["code"] = code
+        seen["results"] = json.loads((target / "run_results.json").read_text())
+        seen["state"] = state.exists()
+
+    args = ["build", "--target-path", str(target)]
+    prints = {"synthetic.klines": "abc"}
+    code = dbt_worker.run_command("parsed", args, report, {"dir": str(state), "lake_files": prints})
+    assert code == 0
+    assert calls == [("parsed", [*args, "--no-write-json"])]
+    assert seen == {"code": 0, "results": {"results": ["this build's"]}, "state": False}
+    assert json.loads((target / "manifest.json").read_text()) == {"written_by": "worker", "of": "parsed"}
+    assert (state / "manifest.json").read_bytes() == (target / "manifest.json").read_bytes()
+    assert json.loads((state / "lake_files.json").read_text()) == prints
+    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "run_results.json"]
+
+
+def test_a_failed_build_writes_its_results_and_manifest_but_no_state(tmp_path, monkeypatch):
+    fake_dbt(monkeypatch, success=False)
+    target, state = tmp_path / "target", tmp_path / "state"
+    reported = []
+    args = ["build", "--target-path", str(target)]
+    code = dbt_worker.run_command("parsed", args, reported.append, {"dir": str(state), "lake_files": {}})
+    assert (code, reported) == (1, [1])
+    assert json.loads((target / "run_results.json").read_text()) == {"results": ["this build's"]}
+    assert json.loads((target / "manifest.json").read_text())["written_by"] == "worker"
+    assert not state.exists()
+
+
+def test_a_build_without_a_parsed_manifest_lets_dbt_write_and_still_saves_the_state(tmp_path, monkeypatch):
+    calls = fake_dbt(monkeypatch, success=True)
+    target, state = tmp_path / "target", tmp_path / "state"
+    target.mkdir()
+    args = ["build", "--target-path", str(target)]
+    code = dbt_worker.run_command(
+        None, args, lambda code: None, {"dir": str(state), "lake_files": {"a.b": "1"}}
+    )
+    assert code == 0
+    assert calls == [(None, args)]  # dbt parses again and writes its own artifacts
+    assert json.loads((state / "manifest.json").read_text()) == {"written_by": "dbt"}
+    assert json.loads((state / "lake_files.json").read_text()) == {"a.b": "1"}
