@@ -14,8 +14,8 @@ a lock, not to the target folder a running build of the same lake may be using. 
 no connection. The process then reads one command from stdin, a JSON line
 {"args": [...], "env": {...}, "state": {...}}, sets the environment, runs the command with the
 parsed manifest and exits with dbt's exit code (0 success, 1 a node failed, 2 dbt could not
-run), after closing the warehouse (DuckDB checkpoints it). When stdin closes without a command (the run stopped
-before its build), the process exits 0 having done nothing.
+run), after closing the warehouse (DuckDB checkpoints it). When stdin closes without a command
+(the run stopped before its build), the process exits 0 having done nothing.
 
 With --status-fd N, the exit code is also written to file descriptor N as soon as the caller
 may go on. For a build, that is when run_results.json is written and the warehouse closed. The
