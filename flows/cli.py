@@ -165,7 +165,8 @@ def build(
     settings = settings_from(lake_dir=lake_dir)
     check_lake_dir(settings.lake_dir)
     result = build_marts(settings, full_refresh=full_refresh)
-    typer.echo(f"dbt build passed: {result.models} models, {result.tests} tests in {result.seconds:.1f}s")
+    kept = f" ({result.unchanged} unchanged, kept)" if result.unchanged else ""
+    typer.echo(f"dbt build passed: {result.models} models{kept}, {result.tests} tests in {result.seconds:.1f}s")
 
 
 @app.command()

@@ -22,6 +22,9 @@ from flows.errors import LakehouseError
 from flows.settings import PROJECT_ROOT, Settings
 
 DBT_PROJECT = PROJECT_ROOT / "dbt_project"
+# The adapter response code of a model kept because its inputs had not changed
+# (dbt_project/macros/table_when_changed.sql).
+UNCHANGED = "UNCHANGED"
 
 
 @dataclass
@@ -31,6 +34,8 @@ class BuildResult:
     seconds: float
     unit_tests: int = 0
     failures: list[str] = field(default_factory=list)
+    # Models kept as they were: their inputs had not changed (macros/table_when_changed.sql).
+    unchanged: int = 0
 
 
 def warehouse_path(settings: Settings) -> Path:
@@ -436,4 +441,11 @@ def build_marts(
     models = sum(1 for r in results if r.get("unique_id", "").startswith("model."))
     tests = sum(1 for r in results if r.get("unique_id", "").startswith("test."))
     unit = sum(1 for r in results if r.get("unique_id", "").startswith("unit_test."))
-    return BuildResult(models=models, tests=tests, unit_tests=unit, seconds=time.perf_counter() - started)
+    unchanged = sum(1 for r in results if (r.get("adapter_response") or {}).get("code") == UNCHANGED)
+    return BuildResult(
+        models=models,
+        tests=tests,
+        unit_tests=unit,
+        unchanged=unchanged,
+        seconds=time.perf_counter() - started,
+    )

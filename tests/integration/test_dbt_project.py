@@ -713,3 +713,109 @@ def test_tests_of_incremental_models_recheck_rows_until_they_pass(tmp_path):
     write(copy.replace("now()", "loaded_at"))
     run_dbt(settings, *test_unioned)
     assert query(settings, records)["n"][0] == 2
+
+
+# Marts built whole from fct_transactions and the users (materialized table_when_changed).
+TRANSACTION_MARTS = [
+    "dim_users",
+    "fct_leverage_distribution",
+    "fct_top_traders",
+    "fct_transaction_activity_daily",
+    "fct_user_activity_daily",
+    "fct_user_balance_buckets",
+    "fct_user_registrations_daily",
+    "fct_users_by_country",
+    "fct_users_by_device",
+]
+
+
+def model_messages(settings) -> dict[str, str]:
+    """What the last dbt command said of each model it ran ("unchanged" for one it kept)."""
+    return {
+        r["unique_id"].split(".")[-1]: r["adapter_response"].get("_message")
+        for r in read_run_results(settings)
+        if r["unique_id"].startswith("model.")
+    }
+
+
+def mark_marts(settings, tables: list[str], mark: str) -> None:
+    """Comment each marts table: a table built again is a new table, without the comment."""
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        for table in tables:
+            con.execute(f"comment on table marts.{table} is '{mark}'")
+
+
+def mart_comments(settings, tables: list[str]) -> dict[str, str | None]:
+    rows = query(settings, "select table_name, comment from duckdb_tables() where schema_name = 'marts'")
+    comments = dict(zip(rows["table_name"], rows["comment"], strict=True))
+    return {table: comments[table] for table in tables}
+
+
+def mart_contents(settings, tables: list[str]) -> dict[str, pd.DataFrame]:
+    return {table: query(settings, f"select * from marts.{table} order by all") for table in tables}
+
+
+def test_marts_whose_inputs_did_not_change_are_kept_and_built_again_when_they_do(tmp_path):
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    lake = settings.lake_dir
+    two_days = [candles("BTCUSDT", "2026-10-01", 2 * 1440, 100.0), candles("ETHUSDT", "2026-10-01", 2 * 1440, 50.0)]
+    land_klines(lake, pd.concat(two_days), "synthetic", FIRST_LOAD)
+    land_activity(lake)
+    build_marts(settings, changed_only=True)
+    mark_marts(settings, TRANSACTION_MARTS, "first build")
+    before = mart_contents(settings, TRANSACTION_MARTS)
+
+    # A new hour of candles a day after the last transaction prices none: the marts built from the
+    # transactions and users are kept as they are, the kline marts are built.
+    land_klines(lake, candles("BTCUSDT", "2026-10-03", 60, 130.0), "synthetic", SECOND_LOAD)
+    result = build_marts(settings, changed_only=True)
+    messages = model_messages(settings)
+    assert {t: messages[t] for t in TRANSACTION_MARTS} == dict.fromkeys(TRANSACTION_MARTS, "unchanged")
+    assert messages["fct_transactions"] == "OK" and messages["fct_order_flow_hourly"] == "OK"
+    assert result.unchanged == len(TRANSACTION_MARTS)
+    assert mart_comments(settings, TRANSACTION_MARTS) == dict.fromkeys(TRANSACTION_MARTS, "first build")
+    kept = mart_contents(settings, TRANSACTION_MARTS)
+    for table in TRANSACTION_MARTS:
+        pd.testing.assert_frame_equal(kept[table], before[table])
+
+    # A late correction of the candle at the BTC trade's minute prices the trade again: every mart
+    # downstream is built again, and equals a full refresh.
+    land_klines(lake, candles("BTCUSDT", "2026-10-01T03:07", 1, 900.0), "binance", SECOND_LOAD)
+    result = build_marts(settings, changed_only=True)
+    messages = model_messages(settings)
+    assert {t: messages[t] for t in TRANSACTION_MARTS} == dict.fromkeys(TRANSACTION_MARTS, "OK")
+    assert result.unchanged == 0
+    assert mart_comments(settings, TRANSACTION_MARTS) == dict.fromkeys(TRANSACTION_MARTS, None)
+    traders = query(settings, "select user_id, volume_usd from marts.fct_top_traders order by volume_rank")
+    # 2 BTC at the corrected close (900.25), 3 ETH at the close of 04:00 (70.25).
+    assert traders.values.tolist() == [[1, 2 * 900.25], [2, 3 * 70.25]]
+    incremental = mart_contents(settings, TRANSACTION_MARTS)
+    build_marts(settings, full_refresh=True)
+    assert model_messages(settings)["dim_users"] == "OK", "a full refresh builds everything"
+    full = mart_contents(settings, TRANSACTION_MARTS)
+    for table in TRANSACTION_MARTS:
+        pd.testing.assert_frame_equal(incremental[table], full[table])
+
+    # The model's own code changes (a var it renders): built again.
+    run_dbt(settings, "build", "--select", "fct_top_traders", "--vars", "{top_traders: 1}")
+    assert model_messages(settings) == {"fct_top_traders": "OK"}
+    assert query(settings, "select user_id from marts.fct_top_traders")["user_id"].tolist() == [1]
+
+    # Rows deleted from an input (its newest loaded_at stays, its count moves): built again.
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute("delete from marts.fct_transactions where tx_id = 2")
+    run_dbt(settings, "build", "--select", "fct_transaction_activity_daily")
+    assert model_messages(settings) == {"fct_transaction_activity_daily": "OK"}
+    activity = query(settings, "select tx_type from marts.fct_transaction_activity_daily order by all")
+    assert activity["tx_type"].tolist() == ["deposit", "trade", "withdrawal"]
+
+    # An input without loaded_at changes in place (its rows' hashes move): built again, and the
+    # marts built from it too.
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute("update staging.stg_synthetic__users set country = 'FR' where user_id = 2")
+    run_dbt(settings, "build", "--select", "dim_users+", "--exclude", "fct_transactions")
+    messages = model_messages(settings)
+    assert messages["dim_users"] == "OK" and messages["fct_users_by_country"] == "OK"
+    assert messages["fct_user_balance_buckets"] == "OK"
+    countries = query(settings, "select country, users from marts.fct_users_by_country order by country")
+    assert dict(countries.values.tolist())["FR"] == 1
