@@ -166,7 +166,9 @@ def build(
     check_lake_dir(settings.lake_dir)
     result = build_marts(settings, full_refresh=full_refresh)
     kept = f" ({result.unchanged} unchanged, kept)" if result.unchanged else ""
-    typer.echo(f"dbt build passed: {result.models} models{kept}, {result.tests} tests in {result.seconds:.1f}s")
+    typer.echo(
+        f"dbt build passed: {result.models} models{kept}, {result.tests} tests in {result.seconds:.1f}s"
+    )
 
 
 @app.command()
@@ -181,6 +183,8 @@ def publish(lake_dir: LakeDir = None) -> None:
     unchanged = (
         f", {len(result.reused)} unchanged and linked from the previous snapshot" if result.reused else ""
     )
+    if result.carried:
+        unchanged += f", {len(result.carried)} of them not validated again (they passed the same checks)"
     typer.echo(f"published snapshot {result.snapshot_id} ({len(result.tables)} marts{unchanged})")
 
 

@@ -425,6 +425,7 @@ def run_pipeline(
         "snapshot_id": published.snapshot_id,
         "marts": published.tables,
         "marts_unchanged": published.reused,
+        "marts_gate_carried": published.carried,
         "seconds": seconds,
         "sources": list(sources),
         "flow_run_id": run_key,

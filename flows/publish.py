@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pandas as pd
@@ -34,6 +36,7 @@ from flows.quality import (
     describe_failures,
     gx_context,
     mart_columns,
+    mart_suite,
     record_gate_results,
     validate_frame,
 )
@@ -54,6 +57,9 @@ class PublishResult:
     gate: list[GateResult] = field(default_factory=list)
     # Marts unchanged since the previous snapshot, whose published file was linked, not copied.
     reused: list[str] = field(default_factory=list)
+    # Of those, the marts whose passing gate 2 result was carried over, not validated again
+    # (see carried_validation); they have no entry in `gate`.
+    carried: list[str] = field(default_factory=list)
 
 
 # DuckDB's memory while publish reads the warehouse. DuckDB keeps what it read cached up to its
@@ -126,15 +132,20 @@ def reuse_file(previous: Path, path: Path) -> None:
         shutil.copyfile(previous, path)
 
 
-def export_marts(
-    settings: Settings, target: Path, tables: list[str], reused: list[str] | None = None
-) -> Iterator[tuple[str, int]]:
-    """Copy each marts table into target/<table>.parquet; yields (table, rows) as each is written.
+class ExportedMart(NamedTuple):
+    table: str
+    rows: int
+    fingerprint: str
+    reused: bool  # the published snapshot's file, linked
+
+
+def export_marts(settings: Settings, target: Path, tables: list[str]) -> Iterator[ExportedMart]:
+    """Copy each marts table into target/<table>.parquet; yields each as it is written.
 
     A table whose fingerprint equals that of its file in the published snapshot is not copied
-    again: the published file is linked in (its name is appended to `reused`). After a new hour
-    of klines most user and transaction marts are unchanged, and fct_transactions alone takes
-    3 s of the copy at 1.8M rows. Every mart is still validated by gate 2.
+    again: the published file is linked in. After a new hour of klines most user and
+    transaction marts are unchanged, and fct_transactions alone takes 3 s of the copy at 1.8M
+    rows.
     """
     target.mkdir(parents=True)
     current = current_snapshot(settings.lake_dir)
@@ -144,17 +155,16 @@ def export_marts(
             path = target / f"{table}.parquet"
             fingerprint, rows = table_fingerprint(con, table)
             previous = published / f"{table}.parquet" if published else None
-            if previous is not None and file_fingerprint(previous) == fingerprint:
+            reused = previous is not None and file_fingerprint(previous) == fingerprint
+            if reused:
                 reuse_file(previous, path)
-                if reused is not None:
-                    reused.append(table)
             else:
                 # DuckDB 2.0 refuses the next statement while a result (the copy's row count) is unread.
                 con.execute(
                     f"copy (select * from marts.{table}) to '{path}' (format parquet, compression zstd, "
                     f"kv_metadata {{{FINGERPRINT_KEY}: '{fingerprint}'}})"
                 ).fetchall()
-            yield table, rows
+            yield ExportedMart(table, rows, fingerprint, reused)
 
 
 def previous_row_counts(settings: Settings) -> dict[str, int]:
@@ -235,6 +245,50 @@ def rollup_inputs(
     return out
 
 
+# Beside the marts of each published snapshot: what gate 2 found of each, and of which rows.
+GATE_RECORD = "gate2.json"
+# `now` when a suite is built for its fingerprint. Mart suites use the validation time only as
+# an upper bound (nothing dated in the future), which rows that passed once still meet later.
+SUITE_NOW = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def suite_fingerprint(table: str, params: dict) -> str | None:
+    """The expectations gate 2 checks a mart with, as a short string; None when the outcome
+    depends on more than the mart's rows (a prepare step joins other inputs, e.g. the rollup
+    marts' 1-minute sums).
+
+    Built with `now` fixed and without the previous row count: a mart linked from the published
+    snapshot has exactly the published row count, which any min_row_ratio (at most 1) admits.
+    """
+    suite, prepare = mart_suite(table, {**params, "now": SUITE_NOW, "previous_rows": None})
+    if prepare is not None:
+        return None
+    configs = [e.configuration.to_json_dict() for e in suite.expectations]
+    return hashlib.sha1(json.dumps(configs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def published_validations(settings: Settings) -> dict[str, dict]:
+    """Per mart of the published snapshot, the gate 2 record it was published with ({} if none)."""
+    current = current_snapshot(settings.lake_dir)
+    if current is None:
+        return {}
+    try:
+        return json.loads((snapshot_path(settings.lake_dir, current) / GATE_RECORD).read_text())["marts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # published before gate 2 kept records: every mart is validated
+
+
+def carried_validation(mart: ExportedMart, suite: str | None, published: dict[str, dict]) -> dict | None:
+    """The published record of a mart gate 2 need not validate again, else None: the same rows
+    (its file was linked from the published snapshot) against the same expectations passed."""
+    record = published.get(mart.table)
+    if not mart.reused or suite is None or not isinstance(record, dict):
+        return None
+    if record.get("fingerprint") != mart.fingerprint or record.get("suite") != suite:
+        return None
+    return record
+
+
 def read_mart(path: Path, table: str, params: dict) -> pd.DataFrame:
     """The columns of a staged mart its suite reads, as a frame.
 
@@ -261,25 +315,39 @@ def read_mart(path: Path, table: str, params: dict) -> pd.DataFrame:
     return pd.DataFrame(data, copy=False)
 
 
+@dataclass
+class Audit:
+    results: list[GateResult]
+    counts: dict[str, int]
+    reused: list[str]
+    carried: list[str]
+    records: dict[str, dict]  # per mart, what gate2.json of the new snapshot says
+
+
 def audit_snapshot(
-    settings: Settings, staged: Path, tables: list[str], context, exported: Iterable[tuple[str, int]]
-) -> tuple[list[GateResult], dict[str, int]]:
+    settings: Settings, staged: Path, tables: list[str], context, exported: Iterable[ExportedMart]
+) -> Audit:
     """Gate 2: every staged mart against its suite, with the published snapshot as the baseline.
 
-    exported yields (table, rows) as each of tables is written under staged; each mart is
-    validated as soon as it arrives. Returns the results and the rows per mart.
+    exported yields each of tables as it is written under staged; each mart is validated as soon
+    as it arrives. A mart linked unchanged from the published snapshot, whose expectations have
+    not changed either, has passed them already: its result is carried over
+    (carried_validation), and it is neither read nor validated again.
     """
     from expectations.suites import load_module
 
     previous = previous_row_counts(settings)
+    published = published_validations(settings)
     now = utc_now()
-    results = []
-    counts: dict[str, int] = {}
+    audit = Audit(results=[], counts={}, reused=[], carried=[], records={})
     validations: list = []
     periods = {table: getattr(load_module(table), "ROLLUP", None) for table in tables}
     inputs = rollup_inputs(settings, sorted({p for p in periods.values() if p}))
-    for table, rows in exported:
-        counts[table] = rows
+    for mart in exported:
+        table = mart.table
+        audit.counts[table] = mart.rows
+        if mart.reused:
+            audit.reused.append(table)
         params = {
             "now": now,
             "previous_rows": previous.get(table),
@@ -287,14 +355,29 @@ def audit_snapshot(
         }
         if periods[table]:
             params["rollup_inputs"], params["latest_input"] = inputs[periods[table]]
+        suite = suite_fingerprint(table, params)
+        carried = carried_validation(mart, suite, published)
+        if carried is not None:
+            audit.carried.append(table)
+            audit.records[table] = carried
+            continue
         frame = read_mart(staged / f"{table}.parquet", table, params)
-        results.append(
-            validate_frame(settings, table, frame, context=context, params=params, validations=validations)
+        result = validate_frame(
+            settings, table, frame, context=context, params=params, validations=validations
         )
-    results.sort(key=lambda r: r.dataset)
-    build_data_docs(context, validations)
-    record_gate_results(settings, results)
-    return results, dict(sorted(counts.items()))
+        audit.results.append(result)
+        audit.records[table] = {
+            "fingerprint": mart.fingerprint,
+            "suite": suite,
+            "validated_at": now.isoformat(),
+            "evaluated": result.evaluated,
+        }
+    audit.results.sort(key=lambda r: r.dataset)
+    if validations:  # without any, the site is as the last gate left it
+        build_data_docs(context, validations)
+    record_gate_results(settings, audit.results)
+    audit.counts = dict(sorted(audit.counts.items()))
+    return audit
 
 
 def publish_marts(settings: Settings) -> PublishResult:
@@ -309,29 +392,39 @@ def publish_marts(settings: Settings) -> PublishResult:
             # overlap instead of adding up. It waits while a large mart is being checked, so
             # the copy's memory never adds to the largest frame's (gate 2 holds a frame of the
             # rows it checks, several times over while GE computes).
-            reused: list[str] = []
-            exported = ReadAhead(
-                export_marts(settings, staged, tables, reused), lambda item: item[1], OVERLAP_ROWS
-            )
+            exported = ReadAhead(export_marts(settings, staged, tables), lambda mart: mart.rows, OVERLAP_ROWS)
             try:
-                gate, counts = audit_snapshot(settings, staged, tables, gx_context(settings), exported)
+                audit = audit_snapshot(settings, staged, tables, gx_context(settings), exported)
             finally:
                 exported.close()
-            if not all(r.success for r in gate):
+            if not all(r.success for r in audit.results):
                 raise GateFailed(
                     f"gate 2 failed, snapshot not published (the previous one stays live): "
-                    f"{describe_failures(gate)}; see `lakehouse dq-report`"
+                    f"{describe_failures(audit.results)}; see `lakehouse dq-report`"
                 )
+            (staged / GATE_RECORD).write_text(json.dumps({"marts": audit.records}, indent=1, sort_keys=True))
             staged.rename(snapshot_path(settings.lake_dir, snapshot_id))
         finally:
             if staged.exists():
                 shutil.rmtree(staged)
         swap_current(settings.lake_dir, snapshot_id)
         prune_snapshots(settings.lake_dir, settings.snapshots_kept)
-    if reused:
+    if audit.reused:
         log.info(
             "publish: %d unchanged marts linked from the previous snapshot: %s",
-            len(reused),
-            ", ".join(sorted(reused)),
+            len(audit.reused),
+            ", ".join(sorted(audit.reused)),
         )
-    return PublishResult(snapshot_id=snapshot_id, tables=counts, gate=gate, reused=sorted(reused))
+    if audit.carried:
+        log.info(
+            "gate 2: %d unchanged marts had passed the same expectations, not validated again: %s",
+            len(audit.carried),
+            ", ".join(sorted(audit.carried)),
+        )
+    return PublishResult(
+        snapshot_id=snapshot_id,
+        tables=audit.counts,
+        gate=audit.results,
+        reused=sorted(audit.reused),
+        carried=sorted(audit.carried),
+    )

@@ -758,7 +758,10 @@ def mart_contents(settings, tables: list[str]) -> dict[str, pd.DataFrame]:
 def test_marts_whose_inputs_did_not_change_are_kept_and_built_again_when_they_do(tmp_path):
     settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
     lake = settings.lake_dir
-    two_days = [candles("BTCUSDT", "2026-10-01", 2 * 1440, 100.0), candles("ETHUSDT", "2026-10-01", 2 * 1440, 50.0)]
+    two_days = [
+        candles("BTCUSDT", "2026-10-01", 2 * 1440, 100.0),
+        candles("ETHUSDT", "2026-10-01", 2 * 1440, 50.0),
+    ]
     land_klines(lake, pd.concat(two_days), "synthetic", FIRST_LOAD)
     land_activity(lake)
     build_marts(settings, changed_only=True)

@@ -234,6 +234,66 @@ def test_an_unchanged_mart_is_linked_from_the_published_snapshot_and_still_valid
     assert first.read_bytes() == before
 
 
+def test_an_unchanged_mart_that_passed_the_same_checks_is_not_validated_again(
+    settings, published, monkeypatch
+):
+    from expectations.suites import _marts
+    from flows.publish import GATE_RECORD
+
+    def write(sql: str) -> None:
+        with duckdb.connect(str(warehouse_path(settings))) as con:
+            con.execute(sql)
+
+    def record(result) -> dict:
+        return json.loads((snapshot_path(settings.lake_dir, result.snapshot_id) / GATE_RECORD).read_text())[
+            "marts"
+        ]
+
+    # A mart without a prepare step: its suite (row count, dbt grain) reads its rows only.
+    write(
+        "create table marts.fct_users_by_country as select * from (values ('DE', 2), ('US', 1)) t(country, users)"
+    )
+    first = publish_marts(settings)
+    assert [r.dataset for r in first.gate] == ["fct_klines_hourly", "fct_users_by_country"]
+    assert first.carried == []
+    validated_at = record(first)["fct_users_by_country"]["validated_at"]
+
+    # Nothing changed: both files are linked; the rollup mart is checked again against its
+    # 1-minute inputs, the other one's passing result is carried over with its validation time.
+    again = publish_marts(settings)
+    assert again.reused == ["fct_klines_hourly", "fct_users_by_country"]
+    assert again.carried == ["fct_users_by_country"]
+    assert [r.dataset for r in again.gate] == ["fct_klines_hourly"]
+    assert record(again)["fct_users_by_country"] == record(first)["fct_users_by_country"]
+    assert record(again)["fct_users_by_country"]["validated_at"] == validated_at
+    assert record(again)["fct_klines_hourly"]["suite"] is None
+
+    # The same rows against changed expectations (another grain): validated again.
+    grains = _marts.dbt_grains()
+    monkeypatch.setattr(
+        _marts, "dbt_grains", lambda: {**grains, "fct_users_by_country": ["country", "users"]}
+    )
+    regrained = publish_marts(settings)
+    assert regrained.carried == [] and [r.dataset for r in regrained.gate][-1] == "fct_users_by_country"
+    assert record(regrained)["fct_users_by_country"]["validated_at"] != validated_at
+    monkeypatch.undo()
+
+    # A snapshot published before gate 2 kept records: every mart is validated.
+    current = snapshot_path(settings.lake_dir, current_snapshot(settings.lake_dir))
+    (current / GATE_RECORD).unlink()
+    assert publish_marts(settings).carried == []
+    assert publish_marts(settings).carried == ["fct_users_by_country"]
+
+    # Changed rows are always validated: a repeated country fails the grain.
+    before = hashes(settings.lake_dir)
+    write("insert into marts.fct_users_by_country values ('DE', 5)")
+    with pytest.raises(
+        GateFailed, match=r"fct_users_by_country: expect_column_values_to_be_unique\(column=country\)"
+    ):
+        publish_marts(settings)
+    assert hashes(settings.lake_dir) == before
+
+
 def test_a_sudden_drop_fails_gate_2_and_leaves_the_published_snapshot_byte_identical(settings, published):
     before = hashes(settings.lake_dir)
     with duckdb.connect(str(warehouse_path(settings))) as con:

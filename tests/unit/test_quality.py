@@ -427,3 +427,32 @@ def test_checkpoints_of_other_suites_survive_a_registration(settings):
     # Both assets stay in the data source, so the first checkpoint still loads.
     assert context.checkpoints.get("raw_users").validation_definitions[0].data.data_asset.name == "raw_users"
     assert {a.name for a in context.data_sources.get("lake").assets} >= {"raw_users", "raw_network"}
+
+
+def test_mart_suites_use_the_validation_time_only_as_an_upper_bound():
+    """What lets gate 2 carry an unchanged mart's result over (flows.publish.suite_fingerprint):
+    rows that were dated no later than the validation time then still are now."""
+    from collections import Counter
+    from pathlib import Path
+
+    from expectations.suites import _marts
+    from flows.publish import SUITE_NOW
+    from flows.quality import mart_suite
+
+    suite_modules = {p.stem for p in (Path(_marts.__file__).parent).glob("fct_*.py")}
+    marts = sorted(set(_marts.dbt_grains()) | suite_modules)
+    assert {"dim_users", "fct_transactions", "fct_klines_hourly", "fct_pairs_hourly"} <= set(marts)
+    params = {
+        "now": SUITE_NOW,
+        "previous_rows": 10,
+        "min_row_ratio": 0.5,
+        "latest_input": datetime(1999, 1, 1, tzinfo=UTC),
+    }
+    uses = Counter()
+    for mart in marts:
+        suite, _ = mart_suite(mart, dict(params))
+        for expectation in suite.expectations:
+            for name, value in expectation.configuration.to_json_dict()["kwargs"].items():
+                if value in (SUITE_NOW, SUITE_NOW.isoformat()) or str(value).startswith("2000-01-01"):
+                    uses[name] += 1
+    assert set(uses) == {"max_value"} and uses["max_value"] >= 2
