@@ -130,16 +130,29 @@ def publish(settings: Settings, scale: Scale, args) -> dict:
 
 @stage("land_hour")
 def land_hour(settings: Settings, scale: Scale, args) -> dict:
-    """Land the hour after the newest candle of every symbol, continuing from its last close."""
+    """Land the hour after the newest candle of every symbol, continuing from its last close.
+
+    The newest candles are read from each symbol's newest date folder only, as the flow finds
+    its watermark (flows.lake.kline_watermark): reading the whole lake took 0.9 s at 5.3M rows,
+    which no scheduled run spends.
+    """
     import duckdb
 
     from bench.datagen import klines_frame, land_klines
 
+    newest: dict[str, tuple[str, list[str]]] = {}
+    for path in sorted((settings.lake_dir / "raw").glob("*/klines/symbol=*/interval=1m/date=*/*.parquet")):
+        symbol, day = path.parent.parent.parent.name, path.parent.name
+        if symbol not in newest or day > newest[symbol][0]:
+            newest[symbol] = (day, [])
+        if day == newest[symbol][0]:
+            newest[symbol][1].append(str(path))
+    files = [file for _, paths in newest.values() for file in paths]
     with duckdb.connect() as con:
         rows = con.execute(
             "select symbol, epoch_ms(max(open_time)), arg_max(close, open_time) from read_parquet(?, "
             "hive_partitioning = false, union_by_name = true) where interval = '1m' group by symbol",
-            [raw_klines_glob(settings)],
+            [files],
         ).fetchall()
     next_hour_ms = (max(r[1] for r in rows) // 3_600_000 + 1) * 3_600_000
     start_at = datetime.fromtimestamp(next_hour_ms / 1000, UTC).replace(tzinfo=None)

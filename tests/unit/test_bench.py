@@ -290,3 +290,24 @@ def test_high_water_mark_is_read_from_the_kernel_and_zero_for_a_gone_process():
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert _high_water_mark(child.pid) == 0
+
+
+def test_land_hour_continues_every_symbol_after_the_newest_candle(tmp_path):
+    from bench.scales import SCALES
+    from bench.stages import land_hour, settings_for
+
+    settings = settings_for(tmp_path / "lake", SCALES["S"])
+    lake = settings.lake_dir
+    # BTC over two days to 05:59 on the second, ETH only on the first day.
+    btc = klines_frame(["BTCUSDT"], datetime(2026, 10, 1), 1440 + 360)
+    eth = klines_frame(["ETHUSDT"], datetime(2026, 10, 1), 1440)
+    land_klines(lake, pd.concat([btc, eth]), zone="raw")
+
+    landed = land_hour(settings, SCALES["S"], None)
+
+    assert landed == {"rows": 120, "hour": "2026-10-02 06:00:00+00:00"}
+    new = pd.read_parquet(next((lake / "landing").rglob("symbol=BTCUSDT/**/date=2026-10-02/*.parquet")))
+    assert new["open_time"].min() == pd.Timestamp("2026-10-02 06:00", tz="UTC") and len(new) == 60
+    assert new.sort_values("open_time")["open"].iloc[0] == pytest.approx(btc["close"].iloc[-1])
+    eth_new = pd.read_parquet(next((lake / "landing").rglob("symbol=ETHUSDT/**/*.parquet")))
+    assert eth_new.sort_values("open_time")["open"].iloc[0] == pytest.approx(eth["close"].iloc[-1])
