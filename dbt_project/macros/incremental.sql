@@ -203,6 +203,25 @@
 
 
 {#
+    Whether `upstream`, a table built whole with loaded_at = now() on every row, is as this
+    incremental model last read it: none of its rows was written after this model's newest one,
+    and it has as many rows matching `condition` as this model has. Then no upstream row is new
+    and none has left. False on a full build, and when compiling without running.
+#}
+{% macro staging_unchanged_since_last_run(upstream, condition='true') -%}
+    {%- if not (execute and is_incremental()) -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set result = run_query(
+        "select (select count(*) from " ~ upstream ~ " where " ~ loaded_since_last_run() ~ ") = 0"
+        ~ " and (select count(*) from " ~ upstream ~ " where " ~ condition ~ ")"
+        ~ " = (select count(*) from " ~ this ~ ")"
+    ) -%}
+    {{ return(result.columns[0].values()[0]) }}
+{%- endmacro %}
+
+
+{#
     The earliest `column` value among the rows of `upstream` written since this incremental
     model last ran (a timestamptz literal), or none when nothing is new. Fetched when the model
     runs and written into its SQL, so the bound reaches the scans as a constant. On a full build,

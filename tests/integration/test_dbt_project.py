@@ -660,6 +660,14 @@ def test_incremental_transactions_equal_a_full_refresh(tmp_path):
     assert first.loc[40, "price_source"] == "unpriced" and pd.isna(first.loc[40, "amount_usd"])
     assert first.loc[30, "is_amount_outlier"] and first["is_amount_outlier"].sum() == 1
 
+    # Candles a day after the last transaction price nothing: the run knows it from its probe,
+    # computes nothing (the compiled SQL ends in an always-false filter) and writes nothing.
+    land_klines(lake, flat_candles("ETHUSDT", "2026-10-02T12:00", 60, 50.0), "synthetic", FIRST_LOAD)
+    build_marts(settings, changed_only=True)
+    compiled = next((lake / "warehouse" / "dbt" / "target" / "compiled").rglob("fct_transactions.sql"))
+    assert compiled.read_text().rstrip().endswith("where false")
+    pd.testing.assert_frame_equal(query(settings, read).set_index("tx_id"), first)
+
     # Only klines change: the gap is filled at another price and candles reach the withdrawal.
     land_klines(lake, flat_candles("BTCUSDT", "2026-10-01T03:00", 10, 1000.0), "synthetic", SECOND_LOAD)
     land_klines(lake, flat_candles("BTCUSDT", "2026-10-01T06:01", 119, 100.0), "synthetic", SECOND_LOAD)

@@ -15,6 +15,10 @@
     new candles at their minute or up to the staleness window before it. The outlier statistics
     are taken over the whole table each run, and rows priced earlier whose flags flip under the
     new statistics are written again. Rows whose transaction left staging are deleted first.
+    A run with nothing to price (staging not built again since the last run, no new candle near
+    a transaction's minute, the usual case of an hour of candles after the newest transaction)
+    knows it from a probe before it scans the table, and writes nothing: the statistics are
+    those of the same rows.
 #}
 {{
     config(
@@ -22,14 +26,15 @@
         unique_key='tx_id',
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns',
-        pre_hook="{{ delete_rows_missing_upstream('tx_id', ref('stg_synthetic__transactions'), 'not is_dropped') }}",
+        pre_hook="{{ delete_rows_missing_upstream('tx_id', ref('stg_synthetic__transactions'), 'not is_dropped')
+            if not staging_unchanged_since_last_run(ref('stg_synthetic__transactions'), 'not is_dropped')
+            else 'select 1' }}",
     )
 }}
 {% set stablecoins = "('USDT', 'USDC', 'BUSD', 'FDUSD', 'TUSD', 'DAI', 'USD')" %}
 {% set staleness = var('price_staleness_minutes') | int %}
 
-with
-
+{% set read_ctes %}
 -- Not materialized: read where used, so the filters and the columns each use needs reach the
 -- scan (a materialized copy of every transaction and candle cost seconds).
 transactions as not materialized (
@@ -39,9 +44,10 @@ transactions as not materialized (
 
 int_klines_unioned as not materialized (
     select * from {{ ref('int_klines_unioned') }}
-),
+)
+{% endset %}
 
-{% if is_incremental() %}
+{% set changed_ctes %}
     new_klines as (
         select
             symbol,
@@ -83,7 +89,20 @@ int_klines_unioned as not materialized (
             on
                 transactions.fee_token || 'USDT' = new_kline_runs.symbol
                 and transactions.occurred_minute between new_kline_runs.first_minute and new_kline_runs.last_minute
-    ),
+    )
+{% endset %}
+
+{#- The probe: with nothing to price, the run writes nothing (the filter at the end). -#}
+{% set idle = is_incremental() and execute
+    and staging_unchanged_since_last_run(ref('stg_synthetic__transactions'), 'not is_dropped')
+    and run_query("with " ~ read_ctes ~ ", " ~ changed_ctes ~ " select count(*) from changed").columns[0].values()[0] == 0 %}
+
+with
+
+{{ read_ctes }},
+
+{% if is_incremental() %}
+    {{ changed_ctes }},
 
     to_price as (
         select transactions.*
@@ -362,3 +381,5 @@ final as (
 )
 
 select * from final
+{#- DuckDB plans an always-false filter as an empty result: nothing above is computed. #}
+{% if idle %}where false{% endif %}
