@@ -9,8 +9,9 @@
     model reads, and compares it with the one recorded when the table was last built. When they
     are equal the table already holds what a build would write: it is kept, and the run result
     says "unchanged". Otherwise the model is built exactly as `table` builds it (dbt-duckdb's own
-    materialization), and the new fingerprint is recorded after the build commits (a build that
-    dies first leaves the old fingerprint, so the next run builds again). SQL models only: dbt
+    materialization), and the new fingerprint is recorded in the build's own transaction (a
+    post-hook), so a build that fails leaves the old one and the next run builds again. Taking
+    and comparing the fingerprints costs two queries per model. SQL models only: dbt
     submits a Python model only from a materialization's own statement, so Python marts stay
     `table`.
 
@@ -20,20 +21,28 @@
       alone moves the count;
     - otherwise: its row count and the sum of its rows' hashes (a scan, cheap on the marts'
       inputs: 20,000 users take 4 ms).
-    A model that reads a source (files), a view or an ephemeral model, a full refresh, and a table
-    that does not exist yet always build: nothing cheap says whether those changed.
+    A model that reads a source (files), a view or an ephemeral model always builds, without a
+    query (nothing cheap says whether those changed); so do a full refresh and a table that does
+    not exist yet.
 #}
 {% materialization table_when_changed, adapter='duckdb', supported_languages=['sql'] %}
-    {%- set fingerprint = inputs_fingerprint(model) -%}
-    {%- set existing = load_cached_relation(this) -%}
-    {%- if fingerprint is not none and existing is not none and not should_full_refresh()
-        and recorded_fingerprint(this) == fingerprint -%}
+    {%- set fingerprint, recorded = table_fingerprints(model, this) -%}
+    {%- if fingerprint is not none and recorded == fingerprint and not should_full_refresh()
+        and load_cached_relation(this) is not none -%}
         {%- do store_raw_result('main', message='unchanged', code='UNCHANGED', rows_affected=0) -%}
         {{ return({'relations': [this.incorporate(type='table')]}) }}
     {%- endif -%}
-    {%- set built = materialization_table_duckdb() -%}
-    {%- do record_fingerprint(this, fingerprint) -%}
-    {{ return(built) }}
+    {%- if fingerprint is not none -%}
+        {%- set name = this | string | replace("'", "''") -%}
+        {%- do post_hooks.append({
+            'sql': "delete from main.lakehouse_table_fingerprints where relation_name = '" ~ name ~ "'",
+            'transaction': true, 'index': post_hooks | length}) -%}
+        {%- do post_hooks.append({
+            'sql': "insert into main.lakehouse_table_fingerprints values ('" ~ name ~ "', '"
+                ~ fingerprint | replace("'", "''") ~ "', now())",
+            'transaction': true, 'index': post_hooks | length}) -%}
+    {%- endif -%}
+    {{ return(materialization_table_duckdb()) }}
 {% endmaterialization %}
 
 
@@ -44,57 +53,61 @@
 {%- endmacro %}
 
 
-{# The fingerprint of what `node` is built from (a string), or none when it cannot be taken. #}
-{% macro inputs_fingerprint(node) -%}
-    {%- set parts = ["code:" ~ local_md5((node.compiled_code or '') ~ tojson(node.config))] -%}
-    {%- set probes = [] -%}
+{#
+    [the fingerprint of what `node` is built from now, the one recorded for `relation`], or
+    [none, none] when it cannot be taken. Two queries: which inputs exist and have loaded_at,
+    then every input's probe with the recorded fingerprint.
+#}
+{% macro table_fingerprints(node, relation) -%}
+    {%- set inputs = [] -%}
     {%- for unique_id in node.depends_on.nodes -%}
         {%- set upstream = graph.nodes.get(unique_id) -%}
         {%- if upstream is none or upstream.resource_type not in ('model', 'seed', 'snapshot')
             or upstream.config.materialized in ('view', 'ephemeral') -%}
-            {{ return(none) }}
+            {{ return([none, none]) }}
         {%- endif -%}
-        {%- set relation = load_relation(api.Relation.create(
-            database=upstream.database, schema=upstream.schema, identifier=upstream.alias)) -%}
-        {%- if relation is none -%}
-            {{ return(none) }}
-        {%- endif -%}
-        {%- set names = adapter.get_columns_in_relation(relation) | map(attribute='name') | list -%}
-        {%- if 'loaded_at' in names -%}
-            {%- do probes.append("select '" ~ unique_id ~ "' || ':' || count(*) || ':' "
-                ~ "|| coalesce(cast(max(loaded_at) as varchar), '') from " ~ relation) -%}
-        {%- else -%}
-            {%- do probes.append("select '" ~ unique_id ~ "' || ':' || count(*) || ':' "
-                ~ "|| coalesce(cast(sum(hash(input_row)) as varchar), '') from " ~ relation ~ " as input_row") -%}
-        {%- endif -%}
+        {%- do inputs.append(upstream) -%}
     {%- endfor -%}
-    {%- if probes -%}
-        {%- set result = run_query(probes | join(' union all ')) -%}
-        {%- do parts.extend(result.columns[0].values() | sort) -%}
-    {%- endif -%}
-    {{ return(parts | join('|')) }}
-{%- endmacro %}
-
-
-{% macro recorded_fingerprint(relation) -%}
-    {%- set result = run_query(
-        "select fingerprint from main.lakehouse_table_fingerprints where relation_name = '"
-        ~ relation | string | replace("'", "''") ~ "'"
-    ) -%}
-    {%- set values = result.columns[0].values() -%}
-    {{ return(values[0] if values | length == 1 else none) }}
-{%- endmacro %}
-
-
-{# After the build has committed; a model whose fingerprint could not be taken records none. #}
-{% macro record_fingerprint(relation, fingerprint) -%}
-    {%- set name = relation | string | replace("'", "''") -%}
-    {%- do run_query("delete from main.lakehouse_table_fingerprints where relation_name = '" ~ name ~ "'") -%}
-    {%- if fingerprint is not none -%}
-        {%- do run_query(
-            "insert into main.lakehouse_table_fingerprints values ('" ~ name ~ "', '"
-            ~ fingerprint | replace("'", "''") ~ "', now())"
+    {%- set keys = [] -%}
+    {%- for upstream in inputs -%}
+        {%- do keys.append("('" ~ upstream.database ~ "', '" ~ upstream.schema ~ "', '" ~ upstream.alias ~ "')") -%}
+    {%- endfor -%}
+    {%- set stamped = {} -%}
+    {%- if inputs -%}
+        {%- set found = run_query(
+            "select database_name, schema_name, table_name, bool_or(column_name = 'loaded_at') "
+            ~ "from duckdb_columns() where (database_name, schema_name, table_name) in ("
+            ~ keys | join(', ') ~ ") group by all"
         ) -%}
+        {%- for row in found.rows -%}
+            {%- do stamped.update({row[0] ~ '.' ~ row[1] ~ '.' ~ row[2]: row[3]}) -%}
+        {%- endfor -%}
     {%- endif -%}
-    {%- do adapter.commit() -%}
+    {%- set probes = [
+        "select 'recorded' as part, (select fingerprint from main.lakehouse_table_fingerprints "
+        ~ "where relation_name = '" ~ relation | string | replace("'", "''") ~ "') as value"
+    ] -%}
+    {%- for upstream in inputs -%}
+        {%- set key = upstream.database ~ '.' ~ upstream.schema ~ '.' ~ upstream.alias -%}
+        {%- if key not in stamped -%}
+            {{ return([none, none]) }}
+        {%- endif -%}
+        {%- set table = api.Relation.create(
+            database=upstream.database, schema=upstream.schema, identifier=upstream.alias) -%}
+        {%- set summary = "cast(max(loaded_at) as varchar)" if stamped[key]
+            else "cast(sum(hash(input_row)) as varchar)" -%}
+        {%- do probes.append(
+            "select '" ~ upstream.unique_id ~ "', count(*) || ':' || coalesce(" ~ summary ~ ", '') "
+            ~ "from " ~ table ~ " as input_row"
+        ) -%}
+    {%- endfor -%}
+    {%- set parts = {} -%}
+    {%- for row in run_query(probes | join(' union all ')).rows -%}
+        {%- do parts.update({row[0]: row[1]}) -%}
+    {%- endfor -%}
+    {%- set fingerprint = ["code:" ~ local_md5((node.compiled_code or '') ~ tojson(node.config))] -%}
+    {%- for unique_id in parts | sort if unique_id != 'recorded' -%}
+        {%- do fingerprint.append(unique_id ~ ':' ~ parts[unique_id]) -%}
+    {%- endfor -%}
+    {{ return([fingerprint | join('|'), parts['recorded']]) }}
 {%- endmacro %}
