@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -133,3 +134,40 @@ def test_an_interrupted_build_stops_its_dbt_worker(settings, monkeypatch):
         worker.run("build")
     assert worker.process.returncode == -signal.SIGKILL
     assert worker._status.closed and worker._output.closed
+
+
+def test_a_source_glob_finds_exactly_the_files_glob_finds(tmp_path):
+    root = tmp_path / "raw" / "synthetic" / "klines"
+    files = [
+        "top.parquet",  # zero folders deep: ** matches none
+        "symbol=BTCUSDT/date=2026-01-01/part-0.parquet",
+        "symbol=BTCUSDT/date=2026-01-01/part-1.parquet",
+        "symbol=BTCUSDT/date=2026-01-01/.part-2.parquet.partial",  # the lake's partial write
+        "symbol=BTCUSDT/date=2026-01-01/notes.txt",
+        "symbol=BTCUSDT/.hidden/part-3.parquet",  # glob skips hidden folders
+        "symbol=ETHUSDT/date=2026-01-02/.part-4.parquet",
+        "symbol=ETHUSDT/date=2026-01-02/part-5.PARQUET",  # case-sensitive, as on POSIX
+        "symbol=ETHUSDT/date=2026-01-02/part-6.parquet",
+    ]
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (tmp_path / "elsewhere" / "date=2026-01-03").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "date=2026-01-03" / "part-7.parquet").write_bytes(b"x")
+    (root / "symbol=SOLUSDT").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    for name in ("*.parquet", "[!.]*.parquet"):
+        pattern = f"{root}/**/{name}"
+        found = sorted(transform.glob_files(pattern))
+        assert found == sorted(glob.glob(pattern, recursive=True))
+        assert [os.path.relpath(path, root) for path in found] == [
+            "symbol=BTCUSDT/date=2026-01-01/part-0.parquet",
+            "symbol=BTCUSDT/date=2026-01-01/part-1.parquet",
+            "symbol=ETHUSDT/date=2026-01-02/part-6.parquet",
+            "symbol=SOLUSDT/date=2026-01-03/part-7.parquet",
+            "top.parquet",
+        ]
+    assert transform.glob_files(f"{tmp_path}/missing/**/*.parquet") == []
+    # Any other shape of pattern is glob's own.
+    assert transform.glob_files(f"{root}/symbol=*/date=*/part-0.parquet") == [
+        f"{root}/symbol=BTCUSDT/date=2026-01-01/part-0.parquet"
+    ]
