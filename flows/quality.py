@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -40,6 +41,8 @@ CHUNK_ROWS = 2_000_000
 CHUNK_BYTES = 256 * 2**20
 PART_BYTES = 32 * 2**20
 SAMPLE_VALUES = 5
+# Rows validated by a gate from which it frees reference cycles before it ends (release_memory).
+COLLECT_ROWS = 1_000_000
 DOCS_KEEP = 50  # validation results kept per suite in the Data Docs history
 # Result formats: a first pass with counts, and row indexes once something fails (run_checkpoint).
 BASIC = {"result_format": "BASIC"}
@@ -519,17 +522,23 @@ def validate_zone(
     if build_docs:
         build_data_docs(context, validations)
     record_gate_results(settings, results)
-    release_memory()
+    release_memory(collect=sum(r.accepted + r.quarantined for r in results) >= COLLECT_ROWS)
     return results
 
 
-def release_memory() -> None:
+def release_memory(collect: bool = False) -> None:
     """Hand the memory a gate freed back to the system, so the build that follows has it.
 
     Arrow's pool and glibc's heap keep freed pages for reuse: after gate 1 at 50 symbols the
     flow's process held 0.52 GB, 0.41 GB after this, while the dbt build beside it peaks at
-    3.4 GB.
+    3.4 GB. collect: first free what only reference cycles still hold (GE's validators and
+    their batches). Python's collector otherwise frees it at some later allocation, after this
+    has run: in about one flow run in three the flow's process then kept 0.9 GB instead of
+    0.45 GB at 10 symbols, and 1.96 GB instead of 0.52 GB at 50, through the whole build.
+    A collection takes about 0.2 s, so a gate of a few rows (an hourly run) skips it.
     """
+    if collect:
+        gc.collect()
     pa.default_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)

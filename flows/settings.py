@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # share of the previous published snapshot.
     gate_price_jump_sigmas: float = Field(default=12.0, gt=0)
     gate_min_row_ratio: float = Field(default=0.5, ge=0, le=1)
-    # DuckDB's memory for the dbt build, e.g. "3GB"; by default 1.2 GB plus half the raw
+    # DuckDB's memory for the dbt build, e.g. "3GB"; by default 768 MB plus 0.7 of the raw
     # lake's size on disk, at most half the machine's memory (flows/transform.py).
     dbt_memory_limit: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.lake import land_frame
-from flows.quality import validate_raw
+from flows.quality import release_memory, validate_raw
 from flows.schemas import KLINE_KEY, cast_klines
 
 T0 = pd.Timestamp("2026-10-01", tz="UTC")
@@ -456,3 +458,25 @@ def test_mart_suites_use_the_validation_time_only_as_an_upper_bound():
                 if value in (SUITE_NOW, SUITE_NOW.isoformat()) or str(value).startswith("2000-01-01"):
                     uses[name] += 1
     assert set(uses) == {"max_value"} and uses["max_value"] >= 2
+
+
+class _Cyclic:
+    """Holds a frame only through a reference cycle, as GE's validators hold their batches."""
+
+    def __init__(self, frame) -> None:
+        self.frame = frame
+        self.me = self
+
+
+def test_a_large_gate_frees_what_only_reference_cycles_hold_before_it_hands_memory_back():
+    gc.disable()  # no automatic collection between the cycle's creation and the release
+    try:
+        held = _Cyclic(pd.DataFrame({"x": np.arange(1000)}))
+        alive = weakref.ref(held)
+        del held
+        release_memory(collect=False)  # a gate of a few rows: no collection
+        assert alive() is not None
+        release_memory(collect=True)
+        assert alive() is None
+    finally:
+        gc.enable()
