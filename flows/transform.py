@@ -55,6 +55,29 @@ RAW_MEMORY_SHARE = 0.7
 MEMORY_STEP_MB = 64
 
 
+def files_under(root: str, *, follow_links: bool, skip_hidden: bool) -> Iterator[os.DirEntry]:
+    """Every file in the tree under root (none if it does not exist), walked with os.scandir;
+    follow_links: descend into links to folders; skip_hidden: leave out names starting with a dot."""
+    folders = [root]
+    while folders:
+        try:
+            entries = os.scandir(folders.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with entries:
+            for entry in entries:
+                if skip_hidden and entry.name.startswith("."):
+                    continue
+                try:
+                    is_folder = entry.is_dir(follow_symlinks=follow_links)
+                except OSError:
+                    continue
+                if is_folder:
+                    folders.append(entry.path)
+                else:
+                    yield entry
+
+
 def raw_lake_bytes(lake_dir: Path) -> int:
     """Size on disk the raw lake has once landing is validated: every parquet file in raw and
     in landing, a landed file counted in place of a raw file at the same path (a batch landed
@@ -66,15 +89,10 @@ def raw_lake_bytes(lake_dir: Path) -> int:
     sizes: dict[str, int] = {}
     for zone in ("raw", "landing"):  # landing last: its files replace their raw namesakes
         root = lake_dir / zone
-        folders = [root]
-        while folders:
-            with contextlib.suppress(FileNotFoundError), os.scandir(folders.pop()) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        folders.append(Path(entry.path))
-                    elif entry.name.endswith(".parquet"):
-                        with contextlib.suppress(FileNotFoundError):
-                            sizes[os.path.relpath(entry.path, root)] = entry.stat().st_size
+        for entry in files_under(str(root), follow_links=False, skip_hidden=False):
+            if entry.name.endswith(".parquet"):
+                with contextlib.suppress(FileNotFoundError):
+                    sizes[os.path.relpath(entry.path, root)] = entry.stat().st_size
     return sum(sizes.values())
 
 
@@ -363,25 +381,8 @@ def glob_files(pattern: str) -> list[str]:
     root, recursive, name = pattern.partition("/**/")
     if not recursive or glob.has_magic(root) or "/" in name:
         return glob.glob(pattern, recursive=True)
-    found, folders = [], [root]
-    while folders:
-        try:
-            entries = os.scandir(folders.pop())
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        with entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    is_folder = entry.is_dir()
-                except OSError:
-                    continue
-                if is_folder:
-                    folders.append(entry.path)
-                elif fnmatch.fnmatchcase(entry.name, name):
-                    found.append(entry.path)
-    return found
+    files = files_under(root, follow_links=True, skip_hidden=True)
+    return [entry.path for entry in files if fnmatch.fnmatchcase(entry.name, name)]
 
 
 def source_fingerprints(globs: dict[str, str]) -> dict[str, str]:
