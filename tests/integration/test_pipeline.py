@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from datetime import date
@@ -360,6 +361,52 @@ def test_a_failed_run_ends_with_a_one_paragraph_summary(stages, settings):
         f"{previous}; {pipeline.STAGE_HINTS['build']}."
     )
     assert current_snapshot(settings.lake_dir) == previous
+
+
+# Heartbeats -------------------------------------------------------------------------------------
+
+
+def events_of(name: str, resource_ids: list[str]) -> list[dict]:
+    """The server's events of this name about these resources (a plain POST to its events API)."""
+    body = {
+        "filter": {
+            "event": {"name": [name]},
+            "any_resource": {"id": resource_ids},
+            "occurred": {"since": "2000-01-01T00:00:00Z"},
+        },
+        "limit": 50,
+    }
+    response = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+def test_only_the_parent_flow_run_sends_heartbeats_its_stage_subflows_do_not(stages, settings):
+    settings = settings.model_copy(update={"source": "synthetic"})
+    state = pipeline.lakehouse(settings=settings, return_state=True)
+    assert state.is_completed()
+    parent = str(state.state_details.flow_run_id)
+
+    async def subflows_and_names(client):
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])),
+            sort=FlowRunSort.ID_DESC,
+            limit=20,
+        )
+        return runs, sorted([(await client.read_flow(run.flow_id)).name for run in runs])
+
+    subflows, names = api(subflows_and_names)
+    assert names == ["build", "ingest", "validate_marts_and_publish", "validate_raw"]
+    ids = [f"prefect.flow-run.{f.id}" for f in subflows]
+    # Events reach the database a moment after the run: wait until the last one, the parent's
+    # completion, is there (every heartbeat of the run was sent before it).
+    deadline = time.monotonic() + 60
+    while not events_of("prefect.flow-run.Completed", [f"prefect.flow-run.{parent}"]):
+        assert time.monotonic() < deadline, "the parent's Completed event never reached the server"
+        time.sleep(0.5)
+    assert len(events_of("prefect.flow-run.Completed", ids)) == 4
+    beats = events_of("prefect.flow-run.heartbeat", [f"prefect.flow-run.{parent}", *ids])
+    assert [b["resource"]["prefect.resource.id"] for b in beats] == [f"prefect.flow-run.{parent}"]
 
 
 # Deployments ------------------------------------------------------------------------------------
