@@ -183,9 +183,10 @@ def incremental(settings: Settings, scale: Scale, args) -> dict:
         seconds[f"{name}_seconds"] = round(time.perf_counter() - started, 3)
         return value
 
-    with warm_build(settings):  # as the flow does: dbt starts beside landing and gate 1
+    with warm_build(settings) as worker:  # as the flow does: dbt starts beside landing and gate 1
         preload_in_background()
         landed = timed("land", lambda: land_hour(settings, scale, args))
+        worker.landed()
         timed("gate1", lambda: validate_raw(settings))
         timed("build", lambda: build_marts(settings, changed_only=True))
         timed("publish", lambda: publish_marts(settings))  # dbt writes its manifest meanwhile

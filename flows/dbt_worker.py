@@ -7,7 +7,8 @@ a build otherwise spends before its first node. With --preload it also imports, 
 what the project's Python models import (about 1 s inside an incremental build's last node,
 the cointegration model). A full build is not given --preload: its Python models import their
 modules after its largest queries, and loaded early those modules (90 MB) would add to its
-memory peak.
+memory peak. Of a small lake, whose size is known once the run has landed its data, the
+caller may ask for them later with a request line {"preload": true} before the command.
 
 The parse writes its partial parse state (which the next parse starts from) to PARSE_DIR, under
 a lock, not to the target folder a running build of the same lake may be using. Parsing opens
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import fcntl
+import hashlib
 import importlib
 import json
 import logging
@@ -37,6 +39,7 @@ import shutil
 import sys
 import threading
 import time
+from importlib import metadata
 from pathlib import Path
 
 
@@ -78,6 +81,7 @@ def preload(modules: list[str]) -> threading.Thread:
             flush=True,
         )
 
+    print(f"lakehouse dbt worker: importing {len(modules)} modules for Python models", flush=True)
     thread = threading.Thread(target=load, name="preload-python-models", daemon=True)
     thread.start()
     return thread
@@ -122,6 +126,62 @@ def option(args: list[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args[:-1] else None
 
 
+# Beside the state's manifest: the fingerprint of the parse that built it (write_state).
+PROJECT_FINGERPRINT = "project_fingerprint"
+UNMODIFIED_SELECTOR = "state:modified+"
+
+
+def project_fingerprint(manifest) -> str:
+    """A hash of everything a parse of the project reads: dbt's and the adapter's versions, the
+    checksum of every file of the project and of dbt's own macros, the rendered profile, the
+    vars, and the environment variables the project's files use. Two parses with the same
+    fingerprint give the same manifest, so between them no node is state:modified."""
+    check = manifest.state_check
+    parts = {
+        "versions": [metadata.version(name) for name in ("dbt-core", "dbt-adapters", "dbt-duckdb")],
+        "vars": check.vars_hash.checksum,
+        "profile": check.profile_hash.checksum,
+        "project_env": check.project_env_vars_hash.checksum,
+        "profile_env": check.profile_env_vars_hash.checksum,
+        "projects": {name: value.checksum for name, value in check.project_hashes.items()},
+        "files": {name: file.checksum.checksum for name, file in manifest.files.items()},
+        "env_vars": dict(manifest.env_vars),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def without_unmodified_state(args: list[str], manifest) -> list[str]:
+    """args without `state:modified+` in --select and without --state when the project parsed
+    exactly as for the build that saved that state: then nothing can be modified, and dbt need
+    not read the saved manifest to find it out (about 0.5 s). Otherwise args unchanged, as they
+    are when nothing else is selected (a selection must not become empty, which is everything)."""
+    state, select = option(args, "--state"), option(args, "--select")
+    if manifest is None or state is None or select is None:
+        return args
+    selectors = select.split()
+    rest = [selector for selector in selectors if selector != UNMODIFIED_SELECTOR]
+    if not rest or rest == selectors:
+        return args
+    try:
+        saved = (Path(state) / PROJECT_FINGERPRINT).read_text().strip()
+    except OSError:
+        return args
+    if saved != project_fingerprint(manifest):
+        return args
+    kept, skip = [], 0
+    for index, arg in enumerate(args):
+        if skip:
+            skip -= 1
+        elif arg == "--state":
+            skip = 1
+        elif arg == "--select" and index + 1 < len(args):
+            kept += [arg, " ".join(rest)]
+            skip = 1
+        else:
+            kept.append(arg)
+    return kept
+
+
 def run_command(manifest, args: list[str], report, state: dict | None = None) -> int:
     """Run one dbt command with the parsed manifest; report(code) is called once the caller may
     go on. Returns the exit code (0 success, 1 a node failed, 2 dbt could not run).
@@ -142,7 +202,7 @@ def run_command(manifest, args: list[str], report, state: dict | None = None) ->
         # A build that stops before its results are written must not leave the previous
         # build's results to be read as its own.
         (target_dir / "run_results.json").unlink(missing_ok=True)
-        args = [*args, "--no-write-json"]
+        args = [*without_unmodified_state(args, manifest), "--no-write-json"]
     result = dbtRunner(manifest=manifest).invoke(args)
     close_warehouse()
     if result.success:
@@ -160,7 +220,12 @@ def run_command(manifest, args: list[str], report, state: dict | None = None) ->
     if build and state is not None and code == 0:
         from flows.transform import write_state
 
-        write_state(Path(state["dir"]), target_dir / "manifest.json", state.get("lake_files"))
+        write_state(
+            Path(state["dir"]),
+            target_dir / "manifest.json",
+            state.get("lake_files"),
+            project_fingerprint(manifest) if manifest is not None else None,
+        )
     return code
 
 
@@ -178,6 +243,20 @@ def write_manifest(manifest, target_dir: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def read_command(lines, start_preload) -> dict | None:
+    """The command request from lines (stdin), None when they end without one; a
+    {"preload": true} line before it calls start_preload."""
+    for line in lines:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        if "args" in request:
+            return request
+        if request.get("preload"):
+            start_preload()
+    return None
+
+
 def main(argv: list[str]) -> int:
     started = time.perf_counter()
     preload_imports = status_fd = None
@@ -190,14 +269,19 @@ def main(argv: list[str]) -> int:
             break
     parse_dir, options = Path(argv[0]), argv[1:]
     manifest = parse(parse_dir, options)
+    preloading: list[threading.Thread] = []
+
+    def start_preload() -> None:
+        if manifest is not None and not preloading:
+            preloading.append(preload(python_model_imports(manifest)))
+
     if manifest is not None:
         print(f"lakehouse dbt worker: parsed in {time.perf_counter() - started:.1f} s", flush=True)
         if preload_imports:
-            preload(python_model_imports(manifest))
-    line = sys.stdin.readline()
-    if not line.strip():
+            start_preload()
+    request = read_command(sys.stdin, start_preload)
+    if request is None:
         return 0
-    request = json.loads(line)
     os.environ.update(request.get("env", {}))
 
     def report(code: int) -> None:

@@ -425,6 +425,7 @@ def run_pipeline(
     with warm_build(settings, full_refresh=full_refresh) as dbt_worker:
         preload_in_background()  # GE's import overlaps landing instead of adding to gate 1
         landed = stage("ingest", ingest_flow, plan_ingest(settings, sources), run_key, backfill)
+        dbt_worker.landed()  # the lake's size is known: a small one's build preloads more
         with build_guard(settings.lake_dir, wait=wait_for_lock):
             raw_gate = stage("validate_raw", validate_raw_flow, settings, run_key)
             built = stage("build", build, settings, run_key, full_refresh)

@@ -29,6 +29,7 @@ from flows.transform import (
 
 FIRST_LOAD = datetime(2026, 11, 1, tzinfo=UTC)
 SECOND_LOAD = datetime(2026, 11, 1, 2, tzinfo=UTC)
+THIRD_LOAD = datetime(2026, 11, 1, 4, tzinfo=UTC)
 # Staging is incremental too, so a partial build must include it (the + selects the parents).
 KLINE_MODELS = "+fct_klines_hourly +fct_klines_daily"
 
@@ -460,6 +461,12 @@ def test_incremental_reads_only_unread_files_however_old_their_stamp(tmp_path):
     assert query(settings, listings)["n"][0] == 0
 
 
+def ran_with(settings) -> tuple[list[str], str | None]:
+    """The selection and the state directory the last dbt build ran with."""
+    args = json.loads((transform.dbt_paths(settings)[0] / "run_results.json").read_text())["args"]
+    return args.get("select"), args.get("state")
+
+
 def test_changed_only_builds_what_changed_since_the_last_build(tmp_path):
     settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
     lake = settings.lake_dir
@@ -496,8 +503,19 @@ def test_changed_only_builds_what_changed_since_the_last_build(tmp_path):
     hourly = query(settings, "select open, candle_count from marts.fct_klines_hourly order by open_time")
     assert hourly["open"].tolist() == [100.0, 105.0, 150.0]
     assert hourly["candle_count"].tolist() == [60, 60, 60]
-    # Nothing new: nothing to build.
-    assert build_marts(settings, changed_only=True).models == 0
+    # The project parsed as for the last build: nothing in it is modified, and dbt was not asked.
+    assert ran_with(settings) == (["source:synthetic.klines+"], None)
+    # A changed profile (here the memory limit) parses differently: dbt compares with the state.
+    resized = settings.model_copy(update={"dbt_memory_limit": "1100MB"})
+    land_klines(lake, candles("BTCUSDT", "2026-10-01T03:00", 60, 160.0), "synthetic", THIRD_LOAD)
+    assert build_marts(resized, changed_only=True).models > 0
+    state = str(transform.state_dir(settings))
+    assert ran_with(settings) == (["source:synthetic.klines+", "state:modified+"], state)
+    hourly = query(settings, "select open, candle_count from marts.fct_klines_hourly order by open_time")
+    assert hourly["open"].tolist() == [100.0, 105.0, 150.0, 160.0]
+    # Nothing new: nothing to build (state:modified+ alone is kept: an empty selection is all).
+    assert build_marts(resized, changed_only=True).models == 0
+    assert ran_with(settings) == (["state:modified+"], state)
 
 
 def wait_for(path: Path, process, timeout: float = 120.0) -> None:
@@ -562,6 +580,25 @@ def test_a_warm_worker_runs_its_command_with_the_profile_of_that_moment(tmp_path
         expected = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
     assert expected != "953.6 MiB"  # what 1000MB shows as
     assert re.search(rf"\|\s*{re.escape(expected)}\s*\|", shown.stdout)
+
+
+def test_a_full_build_worker_preloads_once_a_small_lake_has_landed_and_not_for_a_large_one(
+    tmp_path, monkeypatch
+):
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    land_klines(settings.lake_dir, candles("BTCUSDT", "2026-10-01", 120, 100.0), "synthetic", FIRST_LOAD)
+    for small in (True, False):
+        monkeypatch.setattr(transform, "SMALL_LAKE_BYTES", 128 * 2**20 if small else 1)
+        worker = transform.DbtWorker(settings)
+        assert "--preload" not in worker.process.args  # nothing built yet: a full build
+        worker.landed()  # read by the worker before its command
+        shown = worker.run("show", "--inline", "select 41 + 1 as answer")
+        worker.close()
+        assert re.search(r"\|\s*42\s*\|", shown.stdout)
+        preloaded = re.search(r"importing (\d+) modules for Python models", shown.stdout)
+        assert (preloaded is not None) == small, shown.stdout
+        if small:
+            assert int(preloaded.group(1)) >= 3  # statsmodels, scipy and sklearn at least
 
 
 def test_an_unused_warm_worker_stops_with_the_block_and_changes_nothing(tmp_path):

@@ -56,6 +56,17 @@ def test_a_batch_landed_again_counts_once_toward_the_memory_limit(tmp_path):
     assert transform.dbt_memory_limit(load_settings(lake_dir=lake)) == "1792MB"  # 768 + 0.7 * 1537 = 1843
 
 
+def test_a_lake_is_small_below_the_limit_counting_raw_and_landing(tmp_path):
+    lake = tmp_path / "lake"
+    assert transform.lake_smaller_than(lake, 1)  # nothing landed yet
+    sparse_file(lake / "raw" / "synthetic" / "klines" / "a.parquet", 40 * 2**20)
+    sparse_file(lake / "landing" / "synthetic" / "klines" / "b.parquet", 30 * 2**20)
+    sparse_file(lake / "landing" / "synthetic" / "klines" / "notes.json", 500 * 2**20)
+    assert transform.lake_smaller_than(lake, 70 * 2**20 + 1)
+    assert not transform.lake_smaller_than(lake, 70 * 2**20)
+    assert not transform.lake_smaller_than(lake, 10 * 2**20)
+
+
 def test_memory_limit_never_exceeds_half_the_machine(tmp_path, monkeypatch):
     sparse_file(tmp_path / "lake" / "raw" / "x" / "y" / "a.parquet", 2**40)
     pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 8 * 2**30 // 4096}  # an 8 GiB machine
@@ -184,3 +195,16 @@ def test_a_source_glob_finds_exactly_the_files_glob_finds(tmp_path):
     assert transform.glob_files(f"{root}/symbol=*/date=*/part-0.parquet") == [
         f"{root}/symbol=BTCUSDT/date=2026-01-01/part-0.parquet"
     ]
+
+
+def test_a_state_write_that_fails_leaves_no_fingerprint_beside_the_previous_manifest(tmp_path):
+    """A fingerprint vouches for the manifest beside it; one left beside another build's
+    manifest would let a build skip comparing models that did change."""
+    state, manifest = tmp_path / "state", tmp_path / "manifest.json"
+    manifest.write_text('{"build": 1}')
+    transform.write_state(state, manifest, {"synthetic.klines": "1"}, "fingerprint of build 1")
+    assert (state / "project_fingerprint").read_text() == "fingerprint of build 1\n"
+    with pytest.raises(FileNotFoundError):
+        transform.write_state(state, tmp_path / "gone.json", {"synthetic.klines": "2"}, "of build 2")
+    assert not (state / "project_fingerprint").exists()
+    assert (state / "manifest.json").read_text() == '{"build": 1}'
