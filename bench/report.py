@@ -66,8 +66,14 @@ class Point:
         return sum(self.wall(s) for s in stages)
 
     def max_peak(self, stages: tuple[str, ...]) -> float:
-        """The highest peak among the stages that ran (NaN when none did)."""
-        peaks = [p for p in (self.peak(s) for s in stages) if p == p]
+        """The highest peak of any run of the stages (NaN when none ran): a memory goal holds
+        for every run, not for the median one."""
+        peaks = [
+            r["peak_mb"]
+            for s in stages
+            for r in self.stages.get(s, [])
+            if r["ok"] and r["peak_mb"] == r["peak_mb"]
+        ]
         return max(peaks) if peaks else NAN
 
     def total_cpu(self, stages: tuple[str, ...]) -> float:
@@ -439,6 +445,7 @@ def write_page(results_dir: Path, page: Path, ran: list[str], note: str | None =
         "time, CPU time and peak memory (resident set of the whole process tree, polled every 50 ms,",
         "and never below the kernel's high-water mark for the stage's processes). Medians over the",
         "point's repeats (by default 3 at S and 1 at M and L; the count used is given per point);",
+        "memory goals take the highest peak of any run, not the median;",
         "each repeat is a full refresh on a fresh lake;",
         "archive import and dashboard render are measured once per point, and the incremental run",
         "three times in a row on the last repeat's lake (each lands the hour after the previous",
@@ -456,7 +463,8 @@ def write_page(results_dir: Path, page: Path, ran: list[str], note: str | None =
         "  (including Prefect's temporary server, which is what a user's `lakehouse run` pays; its",
         "  start-up timeout is raised from 20 s to 300 s so a busy machine does not fail the run), then",
         "  the same flow again on that lake against a Prefect server that is already running, as the",
-        "  deployments run under `make serve` (the 'installed, warm' figure the goals use).",
+        "  deployments run under `make serve` (the 'installed, warm' figure the goals use), as many",
+        "  times as the point's repeats (each lands the same data again and refreshes in full).",
         "  The (a) figure in the ratios is gate 1 + build + gate 2 + publish: from landed data to",
         "  published marts, the same input and output as (b) and (c).",
         "- **(b) a naive pandas script** (`bench/naive_pandas.py`): reads every raw kline file with",

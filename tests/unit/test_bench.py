@@ -311,3 +311,24 @@ def test_land_hour_continues_every_symbol_after_the_newest_candle(tmp_path):
     assert new.sort_values("open_time")["open"].iloc[0] == pytest.approx(btc["close"].iloc[-1])
     eth_new = pd.read_parquet(next((lake / "landing").rglob("symbol=ETHUSDT/**/*.parquet")))
     assert eth_new.sort_values("open_time")["open"].iloc[0] == pytest.approx(eth["close"].iloc[-1])
+
+
+def test_a_memory_goal_takes_the_highest_peak_of_any_run_not_the_median():
+    from bench.report import Point, goals
+
+    stages = {
+        "generate": [_run(8.0, 300)],
+        "gate1": [_run(15.0, 1200)],
+        "build": [_run(25.0, 1500)],
+        "publish": [_run(9.0, 600)],
+        # Warm flow runs: the median peak (1,900 MB) is within 2 GB, one run is not.
+        "e2e_warm": [_run(50.0, 1800), _run(52.0, 2150), _run(51.0, 1900)],
+    }
+    point = Point({"scale": "M", "klines": 5_256_000, "stages": stages})
+    assert point.peak("e2e_warm") == 1900
+    assert point.max_peak(("e2e_warm", "generate", "gate1", "build", "publish")) == 2150
+    lines = goals({"M": point})
+    memory = next(line for line in lines if line.startswith("| M: peak memory"))
+    assert "| 2.10 GB | **missed** | e2e_warm" in memory
+    refresh = next(line for line in lines if line.startswith("| M: full refresh"))
+    assert "| 51.00 s | **missed** |" in refresh  # times are medians
