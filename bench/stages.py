@@ -139,15 +139,14 @@ def land_hour(settings: Settings, scale: Scale, args) -> dict:
     import duckdb
 
     from bench.datagen import klines_frame, land_klines
+    from flows.lake import kline_partitions_newest_first
 
-    newest: dict[str, tuple[str, list[str]]] = {}
-    for path in sorted((settings.lake_dir / "raw").glob("*/klines/symbol=*/interval=1m/date=*/*.parquet")):
-        symbol, day = path.parent.parent.parent.name, path.parent.name
-        if symbol not in newest or day > newest[symbol][0]:
-            newest[symbol] = (day, [])
-        if day == newest[symbol][0]:
-            newest[symbol][1].append(str(path))
-    files = [file for _, paths in newest.values() for file in paths]
+    symbols = sorted(
+        {p.name.removeprefix("symbol=") for p in (settings.lake_dir / "raw").glob("*/klines/symbol=*")}
+    )
+    files = []
+    for symbol in symbols:
+        files += next(kline_partitions_newest_first(settings.lake_dir, "*", symbol, "1m"), [])
     with duckdb.connect() as con:
         rows = con.execute(
             "select symbol, epoch_ms(max(open_time)), arg_max(close, open_time) from read_parquet(?, "

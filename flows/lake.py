@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -213,6 +214,34 @@ def raw_glob(lake_dir: Path, dataset: str, source: str = "*") -> str:
     return str(Path(lake_dir) / "raw" / source / dataset / "**" / "*.parquet")
 
 
+def kline_partitions_newest_first(
+    lake_dir: Path, source: str, symbol: str, interval: str, zones: Sequence[str] = ("raw",)
+) -> Iterator[list[str]]:
+    """The parquet files of each date partition of one symbol/interval (in every source
+    matching `source`, which may be "*", and zone), newest date first.
+
+    Only the date folders are listed up front; a partition's files are listed when the caller
+    reaches it. Listing every file of a year of minutes took 0.25 s for 10 symbols, which each
+    hourly run paid for its watermarks.
+    """
+    folders: dict[str, list[str]] = {}
+    for zone in zones:
+        for series in (Path(lake_dir) / zone).glob(f"{source}/klines/symbol={symbol}/interval={interval}"):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(series) as entries:
+                for entry in entries:
+                    if entry.name.startswith("date=") and entry.is_dir():
+                        folders.setdefault(entry.name, []).append(entry.path)
+    for day in sorted(folders, reverse=True):
+        files = []
+        for folder in folders[day]:
+            with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+                files += [
+                    e.path for e in entries if e.name.endswith(".parquet") and not e.name.startswith(".")
+                ]
+        if files:
+            yield sorted(files)
+
+
 def kline_watermark(
     lake_dir: Path,
     source: str,
@@ -229,20 +258,16 @@ def kline_watermark(
     """
     import duckdb
 
-    by_day: dict[str, list[str]] = {}
-    for zone in zones:
-        pattern = f"{source}/klines/symbol={symbol}/interval={interval}/date=*/*.parquet"
-        for path in (Path(lake_dir) / zone).glob(pattern):
-            if not path.name.startswith(".tmp-"):
-                by_day.setdefault(path.parent.name, []).append(str(path))
-    if not by_day:
+    partitions = kline_partitions_newest_first(lake_dir, source, symbol, interval, zones)
+    newest = next(partitions, None)
+    if newest is None:
         return None
     with duckdb.connect() as con:
-        for day in sorted(by_day, reverse=True):
+        for files in itertools.chain([newest], partitions):
             row = con.execute(
                 "select epoch_ms(max(open_time)) from "
                 "read_parquet(?, hive_partitioning=false, union_by_name=true) where market = ?",
-                [sorted(by_day[day]), market],
+                [files, market],
             ).fetchone()
             if row is not None and row[0] is not None:
                 return int(row[0])

@@ -151,6 +151,28 @@ def test_watermark_is_latest_open_time_per_market_symbol_interval(tmp_path):
     assert lake.kline_watermark(tmp_path, "synthetic", "spot", "SOLUSDT", "1m") is None
 
 
+def test_kline_partitions_come_newest_date_first_across_zones_without_partial_files(tmp_path):
+    land(klines("BTCUSDT", "2026-10-01 23:58", 3), tmp_path)  # dates 10-01 and 10-02 in raw
+    land(klines("BTCUSDT", "2026-10-02 05:00", 2), tmp_path, zone="landing")
+    land(klines("ETHUSDT", "2026-10-07", 2), tmp_path)
+    series = tmp_path / "raw" / "synthetic" / "klines" / "symbol=BTCUSDT" / "interval=1m"
+    (series / "date=2026-10-09").mkdir()  # empty: skipped
+    (series / "date=2026-10-02" / ".tmp-1234-part.parquet").write_bytes(b"partial")
+
+    days = list(lake.kline_partitions_newest_first(tmp_path, "*", "BTCUSDT", "1m", ("raw", "landing")))
+
+    assert [sorted({Path(f).parent.name for f in files}) for files in days] == [
+        ["date=2026-10-02"],
+        ["date=2026-10-01"],
+    ]
+    assert [len(files) for files in days] == [2, 1]  # raw and landing files of 10-02 together
+    assert all(files == sorted(files) and not any("/.tmp-" in f for f in files) for files in days)
+    raw_only = [[f for f in files if "/raw/" in f] for files in days]
+    assert list(lake.kline_partitions_newest_first(tmp_path, "*", "BTCUSDT", "1m")) == raw_only
+    assert list(lake.kline_partitions_newest_first(tmp_path, "binance", "BTCUSDT", "1m")) == []
+    assert list(lake.kline_partitions_newest_first(tmp_path, "*", "BTCUSDT", "1h")) == []
+
+
 def make_snapshot(lake_dir: Path, snapshot_id: str) -> None:
     folder = lake.snapshot_path(lake_dir, snapshot_id)
     folder.mkdir(parents=True)
