@@ -332,3 +332,19 @@ def test_a_memory_goal_takes_the_highest_peak_of_any_run_not_the_median():
     assert "| 2.10 GB | **missed** | e2e_warm" in memory
     refresh = next(line for line in lines if line.startswith("| M: full refresh"))
     assert "| 51.00 s | **missed** |" in refresh  # times are medians
+
+
+def test_the_gates_goals_compare_each_gate_with_the_stage_before_it():
+    from bench.report import Point, goals
+
+    stages = {
+        "generate": [_run(10.0, 300)],
+        "gate1": [_run(11.0, 1200)],  # adds 110% to landing
+        "build": [_run(25.0, 1500)],
+        "publish": [_run(9.0, 600, gate2_seconds=4.0)],  # gate 2 adds 16% to the build
+    }
+    lines = goals({"M": Point({"scale": "M", "klines": 5_256_000, "stages": stages})})
+    assert "| M: gate 1 adds <= 15% to landing time (issue 6) | 110.00 % | **missed** | gate 1" in "\n".join(
+        lines
+    )
+    assert "| M: gate 2 adds <= 20% to build time (issue 6) | 16.00 % | met |  |" in lines
