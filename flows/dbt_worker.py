@@ -168,17 +168,10 @@ def without_unmodified_state(args: list[str], manifest) -> list[str]:
         return args
     if saved != project_fingerprint(manifest):
         return args
-    kept, skip = [], 0
-    for index, arg in enumerate(args):
-        if skip:
-            skip -= 1
-        elif arg == "--state":
-            skip = 1
-        elif arg == "--select" and index + 1 < len(args):
-            kept += [arg, " ".join(rest)]
-            skip = 1
-        else:
-            kept.append(arg)
+    kept = list(args)
+    kept[kept.index("--select") + 1] = " ".join(rest)
+    at = kept.index("--state")
+    del kept[at : at + 2]
     return kept
 
 

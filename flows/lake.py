@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -258,12 +257,8 @@ def kline_watermark(
     """
     import duckdb
 
-    partitions = kline_partitions_newest_first(lake_dir, source, symbol, interval, zones)
-    newest = next(partitions, None)
-    if newest is None:
-        return None
     with duckdb.connect() as con:
-        for files in itertools.chain([newest], partitions):
+        for files in kline_partitions_newest_first(lake_dir, source, symbol, interval, zones):
             row = con.execute(
                 "select epoch_ms(max(open_time)) from "
                 "read_parquet(?, hive_partitioning=false, union_by_name=true) where market = ?",
