@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.scales import SCALES, Scale
+from flows import quick_exit  # before anything else registers an exit handler
 from flows.settings import PROJECT_ROOT, Settings, load_settings
 
 STAGES: dict[str, Callable[[Settings, Scale, argparse.Namespace], dict]] = {}
@@ -335,4 +335,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Ended as `lakehouse` ends (flows.quick_exit): a stage's wall time is what a user waits for.
+    quick_exit.exit_with(main())

@@ -6,6 +6,8 @@ import asyncio
 import http.server
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -407,6 +409,50 @@ def test_only_the_parent_flow_run_sends_heartbeats_its_stage_subflows_do_not(sta
     assert len(events_of("prefect.flow-run.Completed", ids)) == 4
     beats = events_of("prefect.flow-run.heartbeat", [f"prefect.flow-run.{parent}", *ids])
     assert [b["resource"]["prefect.resource.id"] for b in beats] == [f"prefect.flow-run.{parent}"]
+
+
+QUICK_EXIT_COMMAND = """
+from flows import quick_exit
+from prefect import flow, get_run_logger
+
+@flow(name="quick-exit-check")
+def check():
+    for i in range(150):
+        get_run_logger().info("line %d", i)
+
+state = check(return_state=True)
+print(state.state_details.flow_run_id)
+quick_exit.exit_with(0)
+"""
+
+
+def logs_of(flow_run_id: str) -> list[str]:
+    body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+    response = httpx.post(f"{PREFECT_API_URL.value()}/logs/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return [log["message"] for log in response.json()]
+
+
+def test_a_command_ending_without_teardown_has_sent_every_log_of_its_flow_run(tmp_path):
+    """`lakehouse` skips the interpreter's teardown (flows.quick_exit): nothing of the run may be
+    lost with the process, neither a log line nor its final state."""
+    script = tmp_path / "command.py"
+    script.write_text(QUICK_EXIT_COMMAND)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PYTHONPATH": str(Path(pipeline.__file__).parents[1]),
+    }
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    flow_run_id = done.stdout.split()[-1]
+    deadline = time.monotonic() + 60
+    while not any("Finished in state Completed" in m for m in logs_of(flow_run_id)):
+        assert time.monotonic() < deadline, "the run's last log never reached the server"
+        time.sleep(0.5)
+    messages = logs_of(flow_run_id)
+    assert [m for m in messages if m.startswith("line ")] == [f"line {i}" for i in range(150)]
+    assert api(lambda client: client.read_flow_run(flow_run_id)).state.type.value == "COMPLETED"
 
 
 # Deployments ------------------------------------------------------------------------------------
