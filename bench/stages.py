@@ -155,8 +155,14 @@ def land_hour(settings: Settings, scale: Scale, args) -> dict:
         ).fetchall()
     next_hour_ms = (max(r[1] for r in rows) // 3_600_000 + 1) * 3_600_000
     start_at = datetime.fromtimestamp(next_hour_ms / 1000, UTC).replace(tzinfo=None)
+    # Seeded by the hour: with one seed, every new hour repeated the same returns, and after a
+    # day of them the day's hourly returns did not vary (a correlation of them is undefined).
     frame = klines_frame(
-        sorted(r[0] for r in rows), start_at, 60, seed=scale.days, first_open={r[0]: r[2] for r in rows}
+        sorted(r[0] for r in rows),
+        start_at,
+        60,
+        seed=next_hour_ms // 3_600_000,
+        first_open={r[0]: r[2] for r in rows},
     )
     refs = land_klines(settings.lake_dir, frame)
     return {"rows": sum(r.rows for r in refs), "hour": str(frame["open_time"].min())}

@@ -229,7 +229,7 @@ def test_build_runs_every_model_and_test(built):
     _, _, result = built
     assert result.models >= 30
     assert result.tests >= 100
-    assert result.unit_tests >= 11
+    assert result.unit_tests == 14
 
 
 def test_hourly_rollup_equals_independent_rollup_of_the_minutes(built):

@@ -6,7 +6,9 @@
     - spread: log(a) - intercept - hedge_ratio * log(b), with this hour's fit.
     - spread_zscore: (spread - mean of the spread) / its sample stddev over the same window.
     - rolling_correlation: correlation of the hourly log returns in the window.
-    Statistics are null until the window holds var('pairs_min_observations') common hours (24).
+    Statistics are null until the window holds var('pairs_min_observations') common hours (24),
+    and where they are undefined: no fit while log(b) does not vary in the window, no
+    correlation while either return series does not.
     Incremental: a run recomputes every pair from the earliest hour fct_klines_hourly wrote since
     its last run, reading two windows further back (the spread statistics of an hour use the fits
     of the hours before it, and each fit its own window).
@@ -33,9 +35,9 @@ fitted as (
     select
         *,
         count(*) over pair_window as observations,
-        regr_slope(log_price_a, log_price_b) over pair_window as window_hedge_ratio,
+        {{ defined_or_null('regr_slope(log_price_a, log_price_b) over pair_window') }} as window_hedge_ratio,
         regr_intercept(log_price_a, log_price_b) over pair_window as window_intercept,
-        corr(log_return_a, log_return_b) over pair_window as window_correlation
+        {{ defined_or_null('corr(log_return_a, log_return_b) over pair_window') }} as window_correlation
     from pairs
     window pair_window as (
         partition by market, symbol_a, symbol_b order by open_time

@@ -1,7 +1,8 @@
 {#
     Pearson correlation of hourly log returns for every pair of symbols in a market, over the
     trailing 1, 7 and 30 days, evaluated at the end of each UTC day. Hours where either return
-    is missing do not count; correlation needs at least 3 observations.
+    is missing do not count; correlation needs at least 3 observations, and is null where either
+    series does not vary in the window (it is undefined there).
     Incremental: a run recomputes the day ends from the earliest hour fct_klines_hourly wrote
     since its last run, reading the longest window further back.
 #}
@@ -29,7 +30,7 @@ windowed as (
         symbol_b,
         open_time,
         {%- for label, hours in [('1d', 24), ('7d', 168), ('30d', 720)] %}
-            corr(log_return_a, log_return_b) over last_{{ label }} as correlation_{{ label }},
+            {{ defined_or_null('corr(log_return_a, log_return_b) over last_' ~ label) }} as correlation_{{ label }},
             count(log_return_a + log_return_b) over last_{{ label }} as observations_{{ label }},
         {%- endfor %}
     from pairs
