@@ -39,13 +39,20 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
 
 def python_model_imports(manifest) -> list[str]:
-    """The modules imported anywhere in the project's Python models (inside functions too), in
-    first-seen order, plus `package.name` for each `from package import name`."""
+    """The modules the project's Python models import when dbt loads them, in first-seen order,
+    plus `package.name` for each `from package import name`.
+
+    Imports inside functions are left out: a model imports there what it needs only sometimes
+    (the fee model loads scikit-learn only when its training sample changed), and loaded ahead
+    they would cost a build that never uses them (the GIL their import holds slows the build's
+    own threads).
+    """
     modules: dict[str, None] = {}
     for node in manifest.nodes.values():
         if getattr(node, "language", None) != "python":
@@ -54,7 +61,7 @@ def python_model_imports(manifest) -> list[str]:
             tree = ast.parse(node.raw_code)
         except SyntaxError:
             continue  # dbt reports it when the model runs
-        for statement in ast.walk(tree):
+        for statement in loaded_statements(tree):
             if isinstance(statement, ast.Import):
                 modules.update(dict.fromkeys(alias.name for alias in statement.names))
             elif isinstance(statement, ast.ImportFrom) and statement.module and not statement.level:
@@ -63,6 +70,14 @@ def python_model_imports(manifest) -> list[str]:
                 modules[statement.module] = None
                 modules.update(dict.fromkeys(f"{statement.module}.{alias.name}" for alias in statement.names))
     return list(modules)
+
+
+def loaded_statements(tree: ast.AST) -> Iterator[ast.AST]:
+    """The nodes of a module that run when it is loaded: all but the bodies of its functions."""
+    for child in ast.iter_child_nodes(tree):
+        yield child
+        if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            yield from loaded_statements(child)
 
 
 def preload(modules: list[str]) -> threading.Thread:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -426,3 +429,45 @@ def test_interval_lists_render_as_sql_lists_whatever_their_length():
     assert sql_list(["it's"]) == "('it''s')"
     with duckdb.connect() as con:
         assert con.execute(f"select '1m' in {sql_list(['1m'])}").fetchall() == [(True,)]
+
+
+DEFERRED_SCIPY_GATE = """
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from bench.datagen import klines_frame, land_klines
+from flows.quality import validate_raw
+from flows.settings import load_settings
+
+lake = Path(sys.argv[1])
+land_klines(lake, klines_frame(["BTCUSDT"], datetime(2026, 1, 1), 120))
+print("before the gate:", "scipy.stats._stats_py" in sys.modules)
+results = validate_raw(load_settings(lake_dir=lake, gx_dir=lake / "gx"))
+print([(r.dataset, r.accepted, r.quarantined, r.success) for r in results])
+print("after the gate:", "scipy.stats._stats_py" in sys.modules)
+from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl
+print("on first use:", kl.stats.norm.cdf(0.0), "scipy.stats._stats_py" in sys.modules)
+"""
+
+
+def test_gate_1_runs_with_scipy_stats_deferred_and_it_loads_when_first_used(tmp_path):
+    """GE imports scipy.stats for expectations no suite uses; the gate defers it (0.7 s of GE's
+    import) and it loads, whole, the first time a name of it is read."""
+    script = tmp_path / "gate.py"
+    script.write_text(DEFERRED_SCIPY_GATE)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "lake")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "before the gate: False",
+        "[('synthetic.klines', 120, 0, True)]",
+        "after the gate: False",
+        "on first use: 0.5 True",
+    ]

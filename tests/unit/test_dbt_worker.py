@@ -17,7 +17,7 @@ def node(language: str, raw_code: str) -> SimpleNamespace:
     return SimpleNamespace(language=language, raw_code=raw_code)
 
 
-def test_imports_of_python_models_only_in_first_seen_order_with_from_imports_expanded():
+def test_imports_python_models_run_when_loaded_in_first_seen_order_with_from_imports_expanded():
     manifest = SimpleNamespace(
         nodes={
             "model.p.sql_model": node("sql", "select 1 -- import os"),
@@ -31,7 +31,19 @@ def test_imports_of_python_models_only_in_first_seen_order_with_from_imports_exp
                 "    import numpy\n"
                 "    return None\n",
             ),
-            "model.p.b": node("python", "import pandas, numpy\n"),
+            "model.p.b": node(
+                "python",
+                "import pandas, numpy\n"
+                "try:\n"
+                "    import pyarrow.compute as pc\n"
+                "except ImportError:\n"
+                "    pc = None\n"
+                "class Fit:\n"
+                "    import scipy.stats\n"
+                "    async def later(self):\n"
+                "        import sklearn.metrics\n"
+                "rank = lambda: __import__('sklearn')\n",
+            ),
             "model.p.broken": node("python", "def model(:\n"),
         }
     )
@@ -39,9 +51,9 @@ def test_imports_of_python_models_only_in_first_seen_order_with_from_imports_exp
         "numpy",
         "statsmodels.tsa",
         "statsmodels.tsa.adfvalues",
-        "sklearn.ensemble",
-        "sklearn.ensemble.RandomForestRegressor",
         "pandas",
+        "pyarrow.compute",
+        "scipy.stats",
     ]
 
 
