@@ -48,7 +48,7 @@ def import_source_modules(sources: list[str]) -> None:
     """Import the landing modules of these sources now, in this thread.
 
     The flow does this before it imports Great Expectations in a background thread, so the
-    two never import the same libraries (scipy, for one) at the same time.
+    two never import the same libraries (pandas' and pyarrow's modules) at the same time.
     """
     for source in sources:
         if source in SOURCE_MODULES:

@@ -6,9 +6,14 @@ from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
-from scipy.signal import lfilter
 
-from flows.sources.synthetic_market import DAY_MS, WEEKDAY_FACTOR, intraday_profile, stream
+from flows.sources.synthetic_market import (
+    DAY_MS,
+    WEEKDAY_FACTOR,
+    first_order_recursion,
+    intraday_profile,
+    stream,
+)
 
 MINUTES = 1440
 HEX = np.array([f"{i:02x}" for i in range(256)], dtype="S2")
@@ -119,7 +124,7 @@ class NetworkModel:
         seasonal = intraday_profile(hours) * WEEKDAY_FACTOR[day.weekday()]
         phi = 0.98
         shocks = rng.normal(0, 0.15 * np.sqrt(1 - phi**2), MINUTES)
-        load, _ = lfilter([1.0], [1.0, -phi], shocks, zi=[phi * self.load])
+        load = first_order_recursion(1.0, phi, shocks, self.load)
         self.load = float(load[-1])
         if market_activity is not None and market_activity.mean() > 0:
             # Busy markets congest the chain: tps follows the market's own volume surprises.
@@ -135,9 +140,7 @@ class NetworkModel:
         hashrate = np.exp(log_hashrate)
         # Difficulty retargets slowly towards hashrate * target block time.
         alpha = 0.01
-        difficulty, _ = lfilter(
-            [alpha], [1.0, -(1 - alpha)], hashrate * self.target_block_s, zi=[(1 - alpha) * self.difficulty]
-        )
+        difficulty = first_order_recursion(alpha, 1 - alpha, hashrate * self.target_block_s, self.difficulty)
         self.difficulty = float(difficulty[-1])
         block_time = difficulty / hashrate * rng.lognormal(0, 0.08, MINUTES)
         return {

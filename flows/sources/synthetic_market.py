@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
-from scipy.signal import lfilter
 
 DAY_MS = 86_400_000
 QUOTE_ASSETS = ("USDT", "FDUSD", "USDC", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
@@ -27,6 +26,22 @@ COINTEGRATED_PAIR = ("ETHUSDT", "BNBUSDT")
 HEDGE_RATIO = 0.9
 SPREAD_HALF_LIFE_MIN = 120.0
 SPREAD_SD = 0.005
+
+
+def first_order_recursion(gain: float, decay: float, x: np.ndarray, previous: float) -> np.ndarray:
+    """y[n] = gain * x[n] + decay * y[n - 1], from y[-1] = previous.
+
+    Bit for bit what scipy.signal.lfilter([gain], [1, -decay], x, zi=[decay * previous]) returns
+    (the same operations in the same order), without importing scipy.signal: that import takes
+    0.5 s and brings scipy.stats, which Great Expectations' import could otherwise defer (0.7 s,
+    flows.quality.defer_scipy_stats). About 50 ns a value: 0.3 s over a year of 10 symbols.
+    """
+    values = (x * gain).tolist()
+    y = previous
+    for i, value in enumerate(values):
+        y = value + decay * y
+        values[i] = y
+    return np.array(values, dtype=np.float64)
 
 
 def stable_int(part: object) -> int:
@@ -202,7 +217,7 @@ class MarketModel:
         """Follower returns: hedge * leader's plus the change of a mean-reverting (AR(1)) spread."""
         phi = np.exp(-np.log(2) / (SPREAD_HALF_LIFE_MIN * 60_000 / self.step_ms))
         shocks = rng.normal(0, SPREAD_SD * np.sqrt(1 - phi**2), n)
-        spread, _ = lfilter([1.0], [1.0, -phi], shocks, zi=[phi * self.spread])
+        spread = first_order_recursion(1.0, phi, shocks, self.spread)
         previous = np.concatenate([[self.spread], spread[:-1]])
         self.spread = float(spread[-1])
         return HEDGE_RATIO * leader_returns + (spread - previous)

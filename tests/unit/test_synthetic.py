@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -610,3 +612,33 @@ def test_generate_command_rejects_bad_days_in_one_line(tmp_path, capsys, monkeyp
     assert main(["generate", "--days", "0", "--lake-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --days 0 must be 1 or more"]
+
+
+@pytest.mark.parametrize(("gain", "decay"), [(1.0, 0.98), (0.01, 0.99), (1.0, 0.5)])
+def test_first_order_recursion_is_lfilter_bit_for_bit(gain, decay):
+    from scipy.signal import lfilter
+
+    from flows.sources.synthetic_market import first_order_recursion
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        x, previous = rng.normal(0, 1_000, 1440), float(rng.normal())
+        expected, _ = lfilter([gain], [1.0, -decay], x, zi=[decay * previous])
+        assert np.array_equal(first_order_recursion(gain, decay, x, previous), expected)
+    assert first_order_recursion(gain, decay, np.array([]), 1.0).shape == (0,)
+
+
+def test_the_synthetic_source_imports_no_scipy():
+    """scipy.signal's import takes 0.5 s and brings scipy.stats, which the gates defer."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, flows.sources.synthetic; print(sorted(m for m in sys.modules if m.startswith('scipy')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
+    assert (done.returncode, done.stdout) == (0, "[]\n"), done.stderr
