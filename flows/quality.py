@@ -107,8 +107,8 @@ def defer_scipy_stats() -> None:
     Great Expectations imports it, at import, for its distribution expectations (KL divergence,
     KS tests), which no suite here uses: 0.7 s of GE's 2 s import. Deferred, `from scipy import
     stats` binds a module that loads itself the first time one of its names is read, so code
-    that uses it still works unchanged. Nothing is deferred once scipy.stats is imported (the
-    synthetic source's scipy.signal imports it).
+    that uses it still works unchanged. Nothing is deferred once scipy.stats is imported
+    (scipy.signal imports it, which is why the synthetic source does not use it).
     """
     if "scipy.stats" in sys.modules:
         return
