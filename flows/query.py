@@ -59,10 +59,33 @@ def run_query(lake_dir: Path, sql: str, extra_dirs: list[Path] | tuple = ()) -> 
         try:
             return con.execute(statement).df()
         except duckdb.Error as exc:
-            message = str(exc).strip().splitlines()[0]
-            raise LakehouseError(f"query failed: {message}") from exc
+            raise LakehouseError(query_error(str(exc), marts(con))) from exc
     finally:
         con.close()
+
+
+def marts(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The views of a snapshot session: one per published mart."""
+    return [
+        name for (name,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
+    ]
+
+
+def query_error(message: str, names: list[str]) -> str:
+    """DuckDB's error as one line: its first line, its hint, and what to run next.
+
+    DuckDB puts its hint ("Did you mean ...", "Candidate bindings: ...") and the caret under
+    the query on lines of their own. A table suggestion that is not a mart (DuckDB offers its
+    own catalog's tables, such as pg_tables) is replaced by how to list the marts.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else "DuckDB gave no message"
+    hint = next((line for line in lines[1:] if line.startswith(("Did you mean", "Candidate bindings"))), "")
+    if first.startswith("Catalog Error") and not any(f'"{name}"' in hint for name in names):
+        hint = 'List the published marts with: lakehouse query "show tables"'
+    elif first.startswith("Binder Error") and hint.startswith("Candidate bindings"):
+        hint += '; every column of a mart: lakehouse query "describe <mart>"'
+    return f"query failed: {first}" + (f" {hint}" if hint else "")
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:

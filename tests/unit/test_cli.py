@@ -89,3 +89,38 @@ def test_unknown_option_is_a_usage_error(capsys):
 def test_query_rejects_writes_and_bad_format(lake_dir, capsys):
     assert main(["query", "select 1", "--format", "xml"]) == 1
     assert "--format 'xml' is not one of table, csv, json" in capsys.readouterr().err
+
+
+def test_a_failing_query_says_in_one_line_what_duckdb_suggests_and_what_to_run(lake_dir, capsys):
+    import pyarrow as pa
+
+    from flows.lake import snapshot_path, swap_current, write_parquet_atomic
+
+    table = pa.table({"symbol": ["BTCUSDT"], "close": [97_000.5]})
+    write_parquet_atomic(table, snapshot_path(lake_dir, "s1") / "fct_klines_daily.parquet")
+    swap_current(lake_dir, "s1")
+
+    def error(sql: str) -> str:
+        assert main(["query", sql]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        return err.rstrip("\n")
+
+    assert error("select closing from fct_klines_daily") == (
+        'error: query failed: Binder Error: Referenced column "closing" not found in FROM clause! '
+        'Candidate bindings: "close"; every column of a mart: lakehouse query "describe <mart>"'
+    )
+    assert error("select * from fct_klines_dayly") == (
+        "error: query failed: Catalog Error: Table with name fct_klines_dayly does not exist! "
+        'Did you mean "fct_klines_daily"?'
+    )
+    # DuckDB's own suggestion here is one of its catalog tables, not a mart.
+    assert error("select * from trades") == (
+        "error: query failed: Catalog Error: Table with name trades does not exist! "
+        'List the published marts with: lakehouse query "show tables"'
+    )
+    assert error("select cast(symbol as int) from fct_klines_daily") == (
+        "error: query failed: Conversion Error: Could not convert string 'BTCUSDT' to INT32 when casting from source column symbol"
+    )
+    assert main(["query", "show tables", "-f", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["name", "fct_klines_daily"]
