@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from flows.lake import (
     BatchRef,
+    ensure_warehouse_dir,
     iter_batches,
     move_batch,
     to_arrow,
@@ -530,6 +531,7 @@ def validate_zone(
             groups[(ref.source, ref.dataset)].append(ref)
     if not groups:
         return []
+    ensure_warehouse_dir(lake_dir)
     order = sorted(groups, key=lambda g: (DATASET_ORDER.get(g[1], 1), g))
 
     def frames() -> Iterator[tuple[tuple[str, str], list[BatchRef], pd.DataFrame, int]]:

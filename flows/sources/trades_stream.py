@@ -28,6 +28,7 @@ from flows.errors import LakehouseError
 from flows.lake import (
     BatchRef,
     compute_batch_id,
+    ensure_warehouse_dir,
     utc_now,
     write_parquet_atomic,
     write_quarantine,
@@ -707,6 +708,7 @@ class TradeCollector:
             np.concatenate(([True], (symbols[1:] != symbols[:-1]) | (days[1:] != days[:-1])))
         )
         ends = np.append(starts[1:], count)
+        ensure_warehouse_dir(self.lake_dir)
         refs = []
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
             symbol = str(symbols[start])

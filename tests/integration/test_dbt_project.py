@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -16,6 +19,7 @@ import pytest
 from flows import transform
 from flows.errors import LakehouseError
 from flows.lake import land_frame, to_arrow, write_parquet_atomic
+from flows.quality import validate_raw
 from flows.schemas import KLINE_KEY
 from flows.settings import load_settings
 from flows.transform import (
@@ -648,6 +652,86 @@ def test_binance_only_lake_builds_with_empty_synthetic_marts(tmp_path):
     users = query(settings, "select count(*) as n from marts.dim_users")["n"][0]
     network = query(settings, "select count(*) as n from marts.fct_gas_price_decomposition")["n"][0]
     assert (hourly, users, network) == (24, 0, 0)
+
+
+def test_dbt_builds_on_its_own_in_the_project_folder_and_freshness_reports_stale_feeds(tmp_path):
+    """`cd dbt_project && dbt build`, then `dbt source freshness`, with only LAKEHOUSE_LAKE_DIR set,
+    on a lake that was landed and gated but never built by `lakehouse` (so no warehouse yet).
+
+    The profile and every path come from the committed files; DBT_TARGET_PATH and DBT_LOG_PATH
+    only keep dbt's artifacts out of the checkout. Freshness: binance klines 30 minutes old pass
+    (warn after 2 hours), archive klines 3 days old warn (2 days; error after 7), synthetic
+    klines 8 days old are an error (7 days), and a feed that never landed a file is stale.
+    """
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    lake = settings.lake_dir
+    now = datetime.now(UTC)
+    for symbol, source, age in (
+        ("BTCUSDT", "binance", timedelta(minutes=30)),
+        ("ETHUSDT", "archive", timedelta(days=3)),
+        ("SOLUSDT", "synthetic", timedelta(days=8)),
+    ):
+        frame = candles(symbol, "2026-10-01", 120, 100.0)
+        land_frame(
+            frame,
+            lake,
+            source=source,
+            dataset="klines",
+            key_columns=KLINE_KEY,
+            date_column="open_time",
+            partition_columns=("symbol", "interval"),
+            ingested_at=now - age,
+        )
+    # Landed and gated as `lakehouse ingest` and `lakehouse validate` do; never built by lakehouse.
+    assert [r.accepted for r in validate_raw(settings)] == [120, 120, 120]
+    assert not (lake / "warehouse" / "lakehouse.duckdb").exists()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("LAKEHOUSE_", "DBT_"))},
+        "LAKEHOUSE_LAKE_DIR": str(lake),
+        "DBT_TARGET_PATH": str(tmp_path / "target"),
+        "DBT_LOG_PATH": str(tmp_path / "logs"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    dbt = str(Path(sys.executable).parent / "dbt")
+
+    build = subprocess.run([dbt, "build"], cwd=transform.DBT_PROJECT, env=env, capture_output=True, text=True)
+
+    assert build.returncode == 0, build.stdout[-3000:]
+    results = json.loads((tmp_path / "target" / "run_results.json").read_text())["results"]
+    assert {(r["unique_id"].split(".")[0], r["status"]) for r in results} == {
+        ("operation", "success"),  # the project's hooks
+        ("seed", "success"),
+        ("model", "success"),
+        ("test", "pass"),
+        ("unit_test", "pass"),
+        ("exposure", "no-op"),  # the dashboard pages, in the lineage
+    }
+    with duckdb.connect(str(lake / "warehouse" / "lakehouse.duckdb"), read_only=True) as con:
+        hourly = con.execute(
+            "select symbol, count(*) from marts.fct_klines_hourly group by symbol order by symbol"
+        ).fetchall()
+    assert hourly == [("BTCUSDT", 2), ("ETHUSDT", 2), ("SOLUSDT", 2)]
+
+    freshness = subprocess.run(
+        [dbt, "source", "freshness"], cwd=transform.DBT_PROJECT, env=env, capture_output=True, text=True
+    )
+
+    assert freshness.returncode == 1  # some feed is an error
+    sources = json.loads((tmp_path / "target" / "sources.json").read_text())["results"]
+    status = {r["unique_id"].removeprefix("source.lakehouse."): r["status"] for r in sources}
+    assert status == {
+        "binance.klines": "pass",
+        "archive.klines": "warn",
+        "synthetic.klines": "error",
+        "synthetic.users": "error",
+        "synthetic.transactions": "error",
+        "synthetic.network": "error",
+        "binance.exchange_info": "error",
+        "binance_trades.trades": "error",
+        "quality.gate_runs": "pass",  # gate 1 has just run
+    }
+    archive = next(r for r in sources if r["unique_id"].endswith("archive.klines"))
+    assert 3 * 86_400 - 60 < archive["max_loaded_at_time_ago_in_s"] < 3 * 86_400 + 600
 
 
 def flat_candles(symbol: str, start: str, periods: int, price: float) -> pd.DataFrame:

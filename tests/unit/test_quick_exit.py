@@ -58,9 +58,12 @@ def test_exit_handlers_registered_by_the_command_run_first_and_buffered_output_a
         logging.basicConfig(filename={str(tmp_path / "run.log")!r}, level=logging.INFO)
         atexit.register(lambda: open({str(marker)!r}, "w").write("handler ran"))
         # A non-daemon thread still working when the command returns: Python waits for it.
-        threading.Thread(target=lambda: (time.sleep(0.3), print("thread done"))).start()
+        # It starts its work once the command has printed (however slow the machine).
+        printed = threading.Event()
+        threading.Thread(target=lambda: (printed.wait(), time.sleep(0.3), print("thread done"))).start()
         for i in range(100_000):
             print(f"line {{i}}")  # block-buffered into the pipe, never flushed by the command
+        printed.set()
         print("to stderr", file=sys.stderr)
         logging.getLogger("command").info("the last log line")
         quick_exit.exit_with(0)

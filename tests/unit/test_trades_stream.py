@@ -172,8 +172,10 @@ def test_validate_trades_types_good_rows_and_gives_each_bad_row_its_reasons() ->
 def test_land_rows_writes_raw_partitions_with_lineage_and_latency_columns(
     collector: TradeCollector, lake_dir: Path
 ) -> None:
+    assert not Path(lake_dir, "warehouse").exists()
     result = collector.land_rows([row(1), row(2), row(3, "ETHUSDT"), row(4, origin="rest")])
     assert result.rows == 4
+    assert Path(lake_dir, "warehouse").is_dir()  # `cd dbt_project && dbt build` can open its file
     paths = sorted(r.path(lake_dir, "raw").relative_to(lake_dir).parent.as_posix() for r in result.refs)
     assert paths == [
         "raw/binance/trades/symbol=BTCUSDT/date=2025-11-22",
