@@ -9,11 +9,13 @@ import numpy as np
 import pandas as pd
 
 LINEAGE: dict[str, str] = {"source": "string", "batch_id": "string", "ingested_at": "timestamp"}
-# pandas has no null int without extension types, so a nullable int column ("int64?") reads as float64.
+# Gate 1 gives an integer column with nulls as pandas' nullable Int64 (GE calls it "Int64Dtype"):
+# its nulls are rows for the not-null checks, not a schema break. A nullable int column ("int64?")
+# written as float64 is accepted too.
 DTYPES: dict[str, list[str]] = {
     "float64": ["float64"],
-    "int64": ["int64"],
-    "int64?": ["int64", "float64"],
+    "int64": ["int64", "Int64Dtype"],
+    "int64?": ["int64", "Int64Dtype", "float64"],
     "string": ["str"],
     "bool": ["bool"],
 }

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -102,6 +103,126 @@ def test_each_synthetic_defect_is_caught_by_the_right_gate_and_counted(lake_dir,
     assert flagged(tx, "column=amount, max_value") == t["outliers"]
     assert flagged(tx, "column=amount, min_value") == t["out_of_range"]
     assert tx.accepted + tx.quarantined + tx.duplicates_collapsed == landed.rows["transactions"]
+
+
+FUTURE = pd.Timestamp("2030-01-01", tz="UTC")
+# Per dataset: the rows one landed batch breaks, each breaking one quarantine rule of the suite
+# (row position, column, value, the failed expectation's label, starting), and the column a
+# second batch of the dataset gets in the wrong type (a schema break: that batch goes whole).
+RULE_BREAKS = {
+    "users": (
+        [
+            (1, "user_id", -5, "expect_column_values_to_be_between(column=user_id, min_value=1"),
+            (2, "country", "Atlantis", "expect_column_values_to_be_in_set(column=country"),
+            (3, "device_type", "fax", "expect_column_values_to_be_in_set(column=device_type"),
+            (4, "vip_tier", 10, "expect_column_values_to_be_between(column=vip_tier"),
+            (5, "kyc_level", 4, "expect_column_values_to_be_between(column=kyc_level"),
+            (6, "wallet_address", "0xZZ", "expect_column_values_to_match_regex(column=wallet_address"),
+            (7, "registered_at", FUTURE, "expect_column_values_to_be_between(column=registered_at"),
+            (
+                8,
+                "last_login_at",
+                pd.Timestamp("2001-01-01", tz="UTC"),
+                "expect_column_values_to_be_between(column=last_login_at",
+            ),
+        ],
+        "vip_tier",
+    ),
+    "transactions": (
+        [
+            (1, "tx_type", "gift", "expect_column_values_to_be_in_set(column=tx_type"),
+            (2, "status", "lost", "expect_column_values_to_be_in_set(column=status"),
+            (3, "token_symbol", "usdt!", "expect_column_values_to_match_regex(column=token_symbol"),
+            (4, "leverage", 200, "expect_column_values_to_be_between(column=leverage"),
+            (5, "occurred_at", FUTURE, "expect_column_values_to_be_between(column=occurred_at"),
+            (6, "from_user_id", 987_654_321, "expect_column_values_to_be_in_set(column=check__users_known"),
+            (7, "tx_id", None, "expect_column_values_to_not_be_null(column=tx_id"),
+        ],
+        "amount",
+    ),
+    "network": (
+        [
+            (1, "observed_at", "+30s", "expect_column_values_to_be_between(column=check__observed_at_offset"),
+            (2, "observed_at", FUTURE, "expect_column_values_to_be_between(column=observed_at"),
+        ],
+        "tps",
+    ),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(RULE_BREAKS))
+def test_each_quarantine_rule_of_the_activity_suites_takes_exactly_the_row_that_breaks_it(lake_dir, dataset):
+    """Users, transactions and network: every row that breaks one rule is quarantined under that
+    rule and no other, the rest of its batch is accepted, and a batch with a column of the wrong
+    type is quarantined whole while its neighbours are not."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from flows.sources.synthetic import land_synthetic
+
+    settings = load_settings(
+        lake_dir=lake_dir, symbols="BTCUSDT", start="2026-10-01", end="2026-10-03", defect_rate=0.0
+    )
+    land_synthetic(settings, users=300, tx_per_day=500)
+    landing = lake_dir / "landing" / "synthetic"
+    keep = {"users", dataset}  # transactions are checked against the users accepted first
+    for folder in landing.iterdir():
+        if folder.name not in keep:
+            shutil.rmtree(folder)
+    breaks, wrong_type_column = RULE_BREAKS[dataset]
+    files = sorted((landing / dataset).rglob("*.parquet"), key=lambda f: -pq.read_metadata(f).num_rows)
+    # The batch to break: the largest, merged with the next ones while it has too few rows
+    # (users land by registration day, a row or two each).
+    group = [files[0]]
+    while sum(pq.read_metadata(f).num_rows for f in group) < len(breaks) + 2:
+        group.append(files[len(group)])
+    broken, retyped = group[0], files[len(group)]
+    table = pa.concat_tables([pq.read_table(f, partitioning=None) for f in group])
+    for merged in group[1:]:
+        merged.unlink()
+    frame = table.to_pandas()
+    for row, column, value, _ in breaks:
+        if value == "+30s":
+            value = frame.loc[row, column] + pd.Timedelta(seconds=30)
+        frame.loc[row, column] = value
+    assert len(frame) == table.num_rows  # every break hit an existing row
+    rewritten = pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False)
+    pq.write_table(
+        rewritten.replace_schema_metadata(table.schema.metadata), broken
+    )  # no pandas metadata, as landed
+    other = pq.read_table(retyped, partitioning=None)
+    column = other.schema.get_field_index(wrong_type_column)
+    pq.write_table(other.set_column(column, wrong_type_column, pc.cast(other[column], "string")), retyped)
+    rows = {f: pq.read_metadata(f).num_rows for f in (lake_dir / "landing").rglob("*.parquet")}
+    landed = sum(n for f, n in rows.items() if f"/{dataset}/" in str(f))
+
+    results = {r.dataset: r for r in validate_raw(settings)}
+
+    result = results[f"synthetic.{dataset}"]
+    assert (result.quarantined, result.accepted) == (
+        len(breaks) + rows[retyped],
+        landed - len(breaks) - rows[retyped],
+    )
+    by_file = {
+        Path(p).with_suffix(".parquet").name: json.loads(p.read_text())
+        for p in (lake_dir / "quarantine").rglob("*.json")
+    }
+    partial = by_file[broken.name]
+    assert not partial["whole_batch"] and partial["rows_quarantined"] == len(breaks)
+    # Each broken row under its one rule, by its position in the quarantined file (the batch's order).
+    for i, (_, _, _, start) in enumerate(breaks):
+        [label] = partial["row_reasons"][str(i)]
+        assert label.startswith(start), (i, label)
+    whole = by_file[retyped.name]
+    assert whole["whole_batch"] and whole["rows_quarantined"] == rows[retyped]
+    type_checks = {
+        f"expect_column_values_to_be_of_type(column={wrong_type_column}, type_=float64)",  # amount, tps
+        f"expect_column_values_to_be_in_type_list(column={wrong_type_column})",  # vip_tier: int64 or Int64
+    }
+    assert type_checks & {e["expectation"] for e in whole["failed_expectations"]}
+    if dataset != "users":
+        assert results["synthetic.users"].quarantined == 0
 
 
 # Gate 2 ------------------------------------------------------------------------------------------
