@@ -15,7 +15,7 @@ import streamlit as st
 
 from flows.errors import LakehouseError
 from flows.lake import current_snapshot, snapshot_path
-from flows.query import snapshot_connection
+from flows.query import json_records, snapshot_connection
 from flows.settings import PROJECT_ROOT, Settings, load_settings
 
 TTL_SECONDS = 60
@@ -754,7 +754,7 @@ def encode(frame: pd.DataFrame, fmt: str) -> bytes:
     if fmt == "CSV":
         return frame.to_csv(index=False).encode()
     if fmt == "JSON":
-        return frame.to_json(orient="records", date_format="iso").encode()
+        return json_records(frame).encode()
     if fmt == "parquet":
         buffer = io.BytesIO()
         frame.to_parquet(buffer, index=False)

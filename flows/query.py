@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from flows.errors import LakehouseError
@@ -92,9 +95,26 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return frame.to_csv(index=False).rstrip("\n")
     if fmt == "json":
-        return frame.to_json(orient="records", date_format="iso")
+        return json_records(frame)
     with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
         return frame.to_string(index=False)
+
+
+def json_records(frame: pd.DataFrame) -> str:
+    """The frame as JSON records with ISO times, every float exactly as stored.
+
+    pandas' to_json keeps 10 decimal places: a price of 0.000012345678901234 came out as
+    0.0000123457. Float columns are written with Python's shortest exact repr instead (NaN
+    and infinities as null, as pandas writes them); everything else as pandas writes it.
+    """
+    records = json.loads(frame.to_json(orient="records", date_format="iso"))
+    for position, name in enumerate(frame.columns):
+        column = frame.iloc[:, position]
+        if pd.api.types.is_float_dtype(column.dtype):
+            values = column.to_numpy(dtype="float64", na_value=np.nan).tolist()
+            for record, value in zip(records, values, strict=True):
+                record[name] = value if math.isfinite(value) else None
+    return json.dumps(records, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def compile_analysis(settings, name: str, dbt_vars: str | None = None) -> str:

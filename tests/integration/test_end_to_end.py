@@ -98,3 +98,54 @@ def test_query_command_runs_sql_and_dbt_analyses_on_the_snapshot(two_runs, capsy
 
     assert main(["query", "drop view fct_klines_daily", "--lake-dir", lake]) == 1
     assert "query must be read-only SQL" in capsys.readouterr().err
+
+
+def test_every_daily_analysis_runs_through_the_query_command_with_the_marts_numbers(two_runs, capsys):
+    import json
+
+    from flows.cli import main
+
+    settings, *_ = two_runs
+    lake = settings.lake_dir
+
+    def analysis(name: str, *extra: str) -> list[dict]:
+        assert main(["query", "--analysis", name, *extra, "-f", "json", "--lake-dir", str(lake)]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    trend = analysis("price_trend", "--vars", "{symbol: ETHUSDT}")
+    daily = run_query(lake, "select close from fct_klines_daily where symbol = 'ETHUSDT' order by open_time")
+    assert [r["symbol"] for r in trend] == ["ETHUSDT"] * len(daily) and len(daily) == 3
+    assert [r["close"] for r in trend] == daily["close"].tolist()
+    assert {r["zone"] for r in trend} == {"warming up"}  # fewer than 20 days of history
+
+    rates = analysis("trades_per_second")
+    hourly = run_query(
+        lake,
+        "select symbol, avg(trades_per_second) as avg_tps, max(trades_per_second) as peak_tps "
+        "from fct_order_flow_hourly group by symbol order by symbol",
+    )
+    assert [(r["symbol"], r["basis"]) for r in rates] == [
+        ("BTCUSDT", "klines, all hours"),
+        ("ETHUSDT", "klines, all hours"),
+    ]  # no trade stream in this lake
+    assert [r["avg_trades_per_second"] for r in rates] == pytest.approx(hourly["avg_tps"].tolist(), rel=1e-12)
+    assert [r["peak_trades_per_second"] for r in rates] == hourly["peak_tps"].tolist()
+
+    audit = analysis("raw_feed_audit")
+    assert sorted((r["feed"], r["symbol"]) for r in audit) == [
+        ("synthetic", "BTCUSDT"),
+        ("synthetic", "ETHUSDT"),
+    ]
+    assert sum(r["raw_rows"] for r in audit) == raw_row_counts(lake)["synthetic.klines"]
+    # Gate 1 let through no conflicting keys, no open candles and nothing off the minute grid.
+    assert {
+        (
+            r["rows_with_duplicate_key"],
+            r["close_time_mismatches"],
+            r["off_grid_open_times"],
+            r["future_candles"],
+        )
+        for r in audit
+    } == {(0, 0, 0, 0)}
+
+    assert analysis("trade_ingest_latency") == []  # no trades landed

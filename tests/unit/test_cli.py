@@ -124,3 +124,26 @@ def test_a_failing_query_says_in_one_line_what_duckdb_suggests_and_what_to_run(l
     )
     assert main(["query", "show tables", "-f", "csv"]) == 0
     assert capsys.readouterr().out.splitlines() == ["name", "fct_klines_daily"]
+
+
+def test_query_json_gives_every_float_exactly(lake_dir, capsys):
+    import json
+
+    import pyarrow as pa
+
+    from flows.lake import snapshot_path, swap_current, write_parquet_atomic
+
+    prices = [0.000012345678901234, 3036.7495791278234, float("nan")]
+    table = pa.table({"symbol": ["SHIBUSDT", "ETHUSDT", "XRPUSDT"], "close": prices})
+    write_parquet_atomic(table, snapshot_path(lake_dir, "s1") / "fct_klines_daily.parquet")
+    swap_current(lake_dir, "s1")
+
+    assert main(["query", "select * from fct_klines_daily", "-f", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    # pandas' to_json gave 0.0000123457 and 3036.7495791278 (10 decimal places).
+    assert [r["close"] for r in rows] == [0.000012345678901234, 3036.7495791278234, None]
+    assert main(["query", "select * from fct_klines_daily", "-f", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:3] == [
+        "SHIBUSDT,1.2345678901234e-05",
+        "ETHUSDT,3036.7495791278234",
+    ]

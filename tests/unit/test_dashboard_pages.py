@@ -253,6 +253,7 @@ def test_export_counts_and_encodes_the_filtered_rows(published: Path, marts) -> 
     assert from_csv["close"].tolist() == frame["close"].tolist()
     from_json = json.loads(data.encode(frame, "JSON"))
     assert [r["symbol"] for r in from_json] == frame["symbol"].tolist()
+    assert [r["close"] for r in from_json] == frame["close"].tolist()  # exact, as in the CSV
     from_parquet = pd.read_parquet(io.BytesIO(data.encode(frame, "parquet")))
     pd.testing.assert_frame_equal(from_parquet, frame)
 
