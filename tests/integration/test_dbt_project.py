@@ -236,6 +236,34 @@ def test_build_runs_every_model_and_test(built):
     assert result.unit_tests == 14
 
 
+def test_every_model_and_every_column_it_builds_is_described(built):
+    """The docs cover what the warehouse holds: each model's description, and exactly the
+    columns each model built, each with a description (dbt docs do not check either)."""
+    settings, _, _ = built
+    target = settings.lake_dir / "warehouse" / "dbt" / "target"
+    manifest = json.loads((target / "manifest.json").read_text())
+    models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+    built_columns = query(
+        settings,
+        "select table_name, list(column_name order by ordinal_position) as columns "
+        "from information_schema.columns where table_schema in ('staging', 'intermediate', 'marts') "
+        "group by table_name",
+    )
+    built_columns = {
+        name: columns
+        for name, columns in zip(built_columns["table_name"], built_columns["columns"], strict=True)
+        if not name.endswith("__files")  # the staging models' bookkeeping of files already read
+    }
+    materialized = {name for name, node in models.items() if node["config"]["materialized"] != "ephemeral"}
+    assert set(built_columns) == materialized and len(materialized) == len(models) == 42
+    undescribed = [name for name, node in models.items() if not node["description"].strip()]
+    assert undescribed == []
+    for name, columns in built_columns.items():
+        documented = models[name]["columns"]
+        assert sorted(documented) == sorted(columns), name
+        assert [c for c, doc in documented.items() if not doc["description"].strip()] == [], name
+
+
 def test_hourly_rollup_equals_independent_rollup_of_the_minutes(built):
     settings, frames, _ = built
     minutes = expected_btc_minutes(frames)
