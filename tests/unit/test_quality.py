@@ -217,6 +217,77 @@ def test_price_jumps_are_flagged_and_counted_not_quarantined(settings, lake_dir)
     assert result.success
 
 
+@pytest.mark.parametrize("sigmas, flagged", [(300.0, 1), (500.0, 0)])
+def test_the_price_jump_multiple_is_a_setting(lake_dir, sigmas, flagged):
+    """The 1.5x jump is about 405 standard deviations of the walk's 0.1% returns."""
+    from flows.settings import load_settings
+
+    frame = klines(200)
+    frame.loc[150:, ["open", "high", "low", "close"]] *= 1.5
+    land_klines(lake_dir, frame)
+
+    [result] = validate_raw(load_settings(lake_dir=lake_dir, gate_price_jump_sigmas=sigmas))
+
+    assert (result.accepted, result.quarantined) == (200, 0)
+    label = f"expect_column_values_to_be_between(column=check__price_jump_sigmas, max_value={sigmas})"
+    assert result.flagged_rows == ({label: 1} if flagged else {})
+
+
+def test_each_other_kline_rule_takes_exactly_its_row(settings, lake_dir):
+    """The rules the tests above do not break, one row each; every row fails that rule only."""
+    frame = klines(40)
+    breaks = {
+        2: ("market", None, "expect_column_values_to_not_be_null(column=market)"),
+        4: ("market", "margin", "expect_column_values_to_be_in_set(column=market"),
+        6: ("quote_volume", -1.0, "expect_column_values_to_be_between(column=quote_volume, min_value=0"),
+        # (a negative quote volume is also below its taker-buy part: that rule is row 10's)
+        8: (
+            "taker_buy_quote_volume",
+            -1.0,
+            "expect_column_values_to_be_between(column=taker_buy_quote_volume, min_value=0",
+        ),
+        10: (
+            "taker_buy_quote_volume",
+            5000.0,
+            "expect_column_pair_values_a_to_be_greater_than_b(column_A=quote_volume, "
+            "column_B=taker_buy_quote_volume",
+        ),
+        12: (
+            "taker_buy_base_volume",
+            -1.0,
+            "expect_column_values_to_be_between(column=taker_buy_base_volume, min_value=0",
+        ),
+        14: ("low", 0.0, "expect_column_values_to_be_between(column=low, min_value=0"),
+        16: (
+            "open_time",
+            pd.Timestamp("2008-12-31", tz="UTC"),
+            "expect_column_values_to_be_between(column=open_time, max_value=",  # now, min 2009-01-03
+        ),
+    }
+    for row, (column, value, _) in breaks.items():
+        frame.loc[row, column] = value
+    frame.loc[16, "close_time"] = frame.loc[16, "open_time"] + pd.Timedelta(milliseconds=59_999)
+    land_klines(lake_dir, frame)
+
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined) == (40 - len(breaks), len(breaks))
+    row_reasons: dict = {}  # open_time -> the labels of that quarantined row
+    for path in (lake_dir / "quarantine").rglob("*.json"):
+        reason = json.loads(path.read_text())
+        assert not reason["whole_batch"]
+        table = pq.read_table(path.with_suffix(".parquet"), partitioning=None)
+        for position, labels in reason["row_reasons"].items():
+            row_reasons[table["open_time"][int(position)].as_py()] = labels
+    for row, (_, _, start) in breaks.items():
+        labels = row_reasons.pop(frame.loc[row, "open_time"].to_pydatetime())
+        if row == 6:
+            assert labels[0].startswith(breaks[10][2]), labels
+            labels = labels[1:]
+        assert len(labels) == 1 and labels[0].startswith(start), (row, labels)
+    assert row_reasons == {}
+
+
 def test_transactions_referencing_unknown_users_are_quarantined(settings, lake_dir):
     from expectations.suites.raw_users import COLUMNS as USER_COLUMNS
 
