@@ -544,6 +544,47 @@ def test_the_newest_period_still_filling_does_not_fail_completeness(settings):
     assert [label for label in gappy.failed_expectations if "check__completeness" in label]
 
 
+def completeness(present: dict[int, int], expected: dict[int, int] | None = None) -> pd.DataFrame:
+    """fct_candle_completeness rows: 10 days of two symbols, 1440 of 1440 candles unless given
+    (present / expected by row number)."""
+    rows = []
+    for i in range(20):
+        exp = (expected or {}).get(i, 1440)
+        got = present.get(i, 1440)
+        rows.append(
+            {
+                "market": "spot",
+                "symbol": "BTCUSDT" if i < 10 else "ETHUSDT",
+                "kline_interval": "1m",
+                "candle_date": pd.Timestamp("2026-10-01") + pd.Timedelta(days=i % 10),
+                "expected_candles": exp,
+                "present_candles": got,
+                "missing_candles": max(exp - got, 0),
+                "completeness_ratio": got / exp,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_candle_completeness_fails_the_gate_below_its_thresholds(settings):
+    from flows.quality import validate_frame
+
+    # One symbol-day of 20 below 90% (5%, as many as the threshold allows) passes.
+    assert validate_frame(settings, "fct_candle_completeness", completeness({3: 1000})).success
+    # Two (10%) fail the completeness check, and only it.
+    outage = validate_frame(settings, "fct_candle_completeness", completeness({3: 1000, 14: 200}))
+    assert [label.split(",")[0] for label in outage.failed_expectations] == [
+        "expect_column_values_to_be_between(column=completeness_ratio"
+    ]
+    assert outage.failed_rows == {outage.failed_expectations[0]: 2}
+    # More candles present than the grid expects is a counting error.
+    counted = validate_frame(settings, "fct_candle_completeness", completeness({5: 1440}, {5: 1439}))
+    assert counted.failed_expectations == [
+        "expect_column_pair_values_a_to_be_greater_than_b(column_A=expected_candles, "
+        "column_B=present_candles, or_equal=True)"
+    ]
+
+
 def test_interval_lists_render_as_sql_lists_whatever_their_length():
     assert sql_list(["1m", "1h", "1d"]) == "('1m', '1h', '1d')"
     assert sql_list(["1m"]) == "('1m')"  # a Python tuple would render ('1m',)
