@@ -119,6 +119,15 @@ def test_bad_kline_rows_are_quarantined_with_reasons_and_the_rest_accepted(setti
     assert rows_failing(failed, "check__close_time_error_ms") == 1
     assert rows_failing(failed, "check__open_time_offset_ms") == 1
     assert failed["expect_column_values_to_not_be_null(column=close)"] == 1
+    # Each failed expectation carries the offending values; the reason, when it was written.
+    samples = {e["expectation"]: e["sample_values"] for e in reason["failed_expectations"]}
+    assert samples["expect_column_values_to_be_between(column=volume, min_value=0.0)"] == [-1.0]
+    [missing] = samples["expect_column_values_to_not_be_null(column=close)"]
+    assert pd.isna(missing)
+    pair = next(v for k, v in samples.items() if "column_A=volume, column_B=taker_buy_base_volume" in k)
+    assert sorted(map(tuple, pair)) == [(-1.0, 4.0), (10.0, 50.0)]
+    for stamp in ("quarantined_at", "validated_at"):
+        assert abs(datetime.now(UTC) - datetime.fromisoformat(reason[stamp])).total_seconds() < 120
     # The quarantined rows keep the raw schema, beside their reason.
     rows = pq.read_table(next((lake_dir / "quarantine").rglob("*.parquet")), partitioning=None)
     assert rows.num_rows == 6 and rows.schema.field("num_trades").type == "int64"
