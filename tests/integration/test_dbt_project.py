@@ -762,6 +762,43 @@ def test_dbt_builds_on_its_own_in_the_project_folder_and_freshness_reports_stale
     assert 3 * 86_400 - 60 < archive["max_loaded_at_time_ago_in_s"] < 3 * 86_400 + 600
 
 
+def test_the_custom_generic_tests_fail_on_exactly_the_rows_they_describe(tmp_path):
+    """OHLC consistency, candle spacing, non-negative volumes and taker volume within volume,
+    run on int_klines_unioned after four of its candles were broken in the warehouse."""
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    land_klines(settings.lake_dir, candles("BTCUSDT", "2026-10-01", 180, 100.0), "binance", FIRST_LOAD)
+    build_marts(settings)
+    at = "timestamptz '2026-10-01 {}:00+00'".format
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute(
+            f"""
+            update intermediate.int_klines_unioned set
+                high_price = if(opened_at = {at("00:10")}, low_price - 1, high_price),
+                volume = if(opened_at = {at("00:20")}, -1.0, volume),
+                taker_buy_base_volume = if(opened_at = {at("00:30")}, volume + 1, taker_buy_base_volume),
+                opened_at = if(opened_at = {at("00:40")}, opened_at + interval 30 second, opened_at),
+                -- written after the tests last passed, so incremental tests check these rows again
+                loaded_at = loaded_at + interval 400 day
+            """
+        )
+
+    run_dbt(settings, "test", "--select", "int_klines_unioned", check=False)
+
+    target = settings.lake_dir / "warehouse" / "dbt" / "target"
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    failures = {
+        r["unique_id"].split(".")[2].split("_int_klines_unioned")[0]: r["failures"]
+        for r in results
+        if r["status"] == "fail"
+    }
+    assert failures == {
+        "ohlc_consistency": 1,  # 00:10: high below low
+        "non_negative": 1,  # 00:20: volume -1
+        "taker_volume_within_volume": 2,  # 00:30, and 00:20 (taker-buy volume 0.5 above -1)
+        "candle_spacing": 1,  # 00:40:30: off the grid, and less than a minute before 00:41
+    }
+
+
 def flat_candles(symbol: str, start: str, periods: int, price: float) -> pd.DataFrame:
     frame = candles(symbol, start, periods, price)
     return frame.assign(open=price, high=price, low=price, close=price, quote_volume=frame["volume"] * price)
