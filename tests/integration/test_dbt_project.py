@@ -799,6 +799,63 @@ def test_the_custom_generic_tests_fail_on_exactly_the_rows_they_describe(tmp_pat
     }
 
 
+def exchange_candles(minutes: pd.DataFrame, interval: str) -> pd.DataFrame:
+    """The exchange's own candles of a longer interval, made from its 1-minute candles."""
+    step = pd.Timedelta(interval.replace("h", "hour").replace("d", "day"))
+    grouped = minutes.groupby(["market", "symbol", minutes["open_time"].dt.floor(step)], sort=True)
+    frame = grouped.agg(
+        open=("open", "first"),
+        high=("high", "max"),
+        low=("low", "min"),
+        close=("close", "last"),
+        volume=("volume", "sum"),
+        quote_volume=("quote_volume", "sum"),
+        num_trades=("num_trades", "sum"),
+        taker_buy_base_volume=("taker_buy_base_volume", "sum"),
+        taker_buy_quote_volume=("taker_buy_quote_volume", "sum"),
+    ).reset_index()
+    return frame.assign(
+        interval=interval, close_time=frame["open_time"] + step - pd.Timedelta(milliseconds=1)
+    )
+
+
+def test_built_from_complete_minutes_the_rollups_equal_the_exchange_hour_and_day_candles(tmp_path):
+    """The lake holds one source's 1m, 1h and 1d candles: the marts roll up the minutes and
+    equal the exchange's hours and days; the singular test warns about the one hour whose
+    1h candle the exchange revised (its close differs from the minutes')."""
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    minutes = candles("BTCUSDT", "2026-10-01", 2 * 1440, 100.0)
+    hours, days = exchange_candles(minutes, "1h"), exchange_candles(minutes, "1d")
+    revised = hours.assign(close=np.where(hours.index == 5, hours["close"] + 1, hours["close"]))
+    land_klines(settings.lake_dir, pd.concat([minutes, revised, days]), "binance", FIRST_LOAD)
+
+    build_marts(settings)
+
+    columns = ["open_time", "open", "high", "low", "close", "volume", "quote_volume", "num_trades"]
+    columns += ["taker_buy_base_volume", "taker_buy_quote_volume"]
+    for mart, exchange in (("fct_klines_hourly", hours), ("fct_klines_daily", days)):
+        built = query(settings, f"select * from marts.{mart} order by open_time")
+        assert built["source_interval"].unique().tolist() == ["1m"] and built["is_complete"].all()
+        assert len(built) == len(exchange) and (mart, len(exchange)) in {
+            ("fct_klines_hourly", 48),
+            ("fct_klines_daily", 2),
+        }
+        for column in columns[:5]:  # prices and times exactly
+            assert built[column].tolist() == exchange[column].tolist(), (mart, column)
+        for column in columns[5:]:  # sums, to float rounding
+            assert built[column].tolist() == pytest.approx(exchange[column].tolist(), rel=1e-12), (
+                mart,
+                column,
+            )
+    target = settings.lake_dir / "warehouse" / "dbt" / "target"
+    [check] = [
+        r
+        for r in json.loads((target / "run_results.json").read_text())["results"]
+        if r["unique_id"].startswith("test.lakehouse.assert_hourly_rollup_matches_exchange_hourly")
+    ]
+    assert (check["status"], check["failures"]) == ("warn", 1)
+
+
 def flat_candles(symbol: str, start: str, periods: int, price: float) -> pd.DataFrame:
     frame = candles(symbol, start, periods, price)
     return frame.assign(open=price, high=price, low=price, close=price, quote_volume=frame["volume"] * price)
