@@ -585,6 +585,67 @@ def test_candle_completeness_fails_the_gate_below_its_thresholds(settings):
     ]
 
 
+def pairs_rows(n: int, time_column: str, **columns) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "market": "spot",
+            "symbol_a": "BTCUSDT",
+            "symbol_b": "ETHUSDT",
+            time_column: pd.date_range("2026-10-01", periods=n, freq="h", tz="UTC"),
+        }
+    )
+    return frame.assign(**columns)
+
+
+def test_pairs_marts_fail_the_gate_on_an_infinite_fit_or_an_impossible_p_value(settings):
+    from flows.quality import validate_frame
+
+    hourly = pairs_rows(
+        4,
+        "open_time",
+        hedge_ratio=[None, 1.5, 1.6, 1.7],  # null: too little history, allowed
+        intercept=[None, 2.0, 2.0, 2.0],
+        spread=[None, 0.1, -0.1, 0.2],
+        spread_zscore=[None, 0.5, -0.5, 1.0],
+        rolling_correlation=[None, 0.9, 0.8, 0.7],
+        observations=[1, 2, 3, 4],
+        close_a=100.0,
+        close_b=50.0,
+    )
+    assert validate_frame(settings, "fct_pairs_hourly", hourly).success
+    broken = hourly.assign(spread_zscore=[None, 0.5, float("inf"), 1.0])
+    result = validate_frame(settings, "fct_pairs_hourly", broken)
+    assert result.failed_rows == {
+        "expect_column_values_to_be_between(column=spread_zscore, max_value=1000000000000.0, "
+        "min_value=-1000000000000.0)": 1
+    }
+
+    fits = pairs_rows(
+        3,
+        "window_end",
+        window_days=30,
+        observations=[700, 710, 720],
+        hedge_ratio=[1.5, 1.6, 1.7],
+        intercept=[2.0, 2.1, 2.2],
+        adf_statistic=[-3.5, -2.0, -4.1],
+        p_value=[0.01, 0.3, 0.001],
+        critical_value_1pct=-3.9,
+        critical_value_5pct=-3.3,
+        critical_value_10pct=-3.0,
+    )
+    assert validate_frame(settings, "fct_pairs_cointegration", fits).success
+    broken = fits.assign(hedge_ratio=[1.5, float("-inf"), 1.7], p_value=[0.01, 0.3, 1.5])
+    result = validate_frame(settings, "fct_pairs_cointegration", broken)
+    assert sorted(result.failed_rows.items()) == [
+        (
+            "expect_column_values_to_be_between(column=hedge_ratio, max_value=1000000000000.0, "
+            "min_value=-1000000000000.0)",
+            1,
+        ),
+        ("expect_column_values_to_be_between(column=p_value, max_value=1.0, min_value=0.0)", 1),
+    ]
+
+
 def test_interval_lists_render_as_sql_lists_whatever_their_length():
     assert sql_list(["1m", "1h", "1d"]) == "('1m', '1h', '1d')"
     assert sql_list(["1m"]) == "('1m')"  # a Python tuple would render ('1m',)
