@@ -233,7 +233,7 @@ def test_build_runs_every_model_and_test(built):
     _, _, result = built
     assert result.models >= 30
     assert result.tests >= 100
-    assert result.unit_tests == 14
+    assert result.unit_tests == 15
 
 
 def test_every_model_and_every_column_it_builds_is_described(built):
