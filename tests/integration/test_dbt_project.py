@@ -856,6 +856,137 @@ def test_built_from_complete_minutes_the_rollups_equal_the_exchange_hour_and_day
     assert (check["status"], check["failures"]) == ("warn", 1)
 
 
+def test_every_staging_rule_repairs_and_counts_exactly_the_rows_it_describes(tmp_path):
+    """One row per rule in each staging model (the built lake above covers a few of them):
+    fct_staging_repairs counts each rule once and nothing else."""
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    lake = settings.lake_dir
+    klines = candles("BTCUSDT", "2026-10-01", 60, 100.0).astype({"num_trades": "Int64"})
+    klines.loc[1, "close_time"] += pd.Timedelta(seconds=1)  # close_time_derived
+    klines.loc[2, "high"] = klines.loc[2, "low"]  # below open and close: ohlc_bounds_repaired
+    klines.loc[3, "taker_buy_base_volume"] = klines.loc[3, "volume"] + 1  # taker_volume_capped
+    klines.loc[4, "num_trades"] = None  # num_trades_imputed
+    klines.loc[5, "low"] = 0.0  # a non-positive price: dropped
+    land_klines(lake, klines, "binance", FIRST_LOAD)
+
+    registered = pd.Timestamp("2026-09-01", tz="UTC")
+    users = pd.DataFrame(
+        {
+            "user_id": pd.array(range(1, 11), dtype="Int64"),
+            "wallet_address": [f"0x{i:02d}" for i in range(1, 11)],
+            "registered_at": registered + pd.to_timedelta(range(10), unit="D"),
+            "last_login_at": pd.Timestamp("2026-10-01", tz="UTC"),
+            "account_balance_usd": [50.0] * 10,
+            "country": ["DE"] * 10,
+            "device_type": ["ios"] * 10,
+            "vip_tier": pd.array([1] * 10, dtype="Int64"),
+            "kyc_level": pd.array([1] * 10, dtype="Int64"),
+            "is_active": [True] * 10,
+        }
+    )
+    users.loc[1, "account_balance_usd"] = -3.0  # balance_negative_zeroed
+    users.loc[2, "account_balance_usd"] = None  # balance_imputed
+    users.loc[3, "account_balance_usd"] = 6e7  # above the 50M cap: balance_capped
+    users.loc[4, "country"] = None  # country_imputed
+    users.loc[5, "device_type"] = None  # device_imputed
+    users.loc[6, "vip_tier"] = None  # tiers_imputed
+    users.loc[7, "last_login_at"] = registered  # before its registration: login_before_registration
+    users.loc[8, "user_id"] = None  # dropped
+    land_frame(
+        users,
+        lake,
+        source="synthetic",
+        dataset="users",
+        key_columns=("user_id",),
+        date_column="registered_at",
+        zone="raw",
+        ingested_at=FIRST_LOAD,
+    )
+
+    tx = pd.DataFrame(
+        {
+            "tx_id": range(1, 9),
+            "occurred_at": pd.Timestamp("2026-10-01T00:30", tz="UTC") + pd.to_timedelta(range(8), unit="min"),
+            "from_user_id": -1,
+            "to_user_id": -1,
+            "from_address": "0xaa",
+            "to_address": "0xbb",
+            "tx_type": ["trade", "trade", "trade", "trade", "futures", "futures", "trade", "trade"],
+            "token_symbol": "BTC",
+            "amount": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -2.0, 0.0],
+            "fee": [0.1, None, -1.0, 0.1, 0.1, 0.1, 0.1, 0.1],
+            "fee_token": ["BTC", "BTC", "BTC", None, "BTC", "BTC", "BTC", "BTC"],
+            "leverage": pd.array([0, 0, 0, 0, None, 400, 0, 0], dtype="Int64"),
+            "status": "completed",
+        }
+    )
+    # fee_imputed, fee_negative_zeroed, fee_token_imputed, leverage_imputed, leverage_capped,
+    # amount_sign_repaired, and a zero amount dropped: rows 2 to 8.
+    land_raw_transactions(lake, tx, FIRST_LOAD)
+
+    network = pd.DataFrame(
+        {
+            "observed_at": pd.date_range("2026-10-01", periods=60, freq="1min", tz="UTC"),
+            "gas_price_gwei": 20.0,
+            "tps": 15.0,
+            "block_time_s": 12.0,
+            "difficulty": 1e15,
+            "hashrate": 1e12,
+        }
+    )
+    network.loc[10, "gas_price_gwei"] = -1.0  # out_of_range_nulled
+    network.loc[20, "tps"] = None  # metric_imputed
+    land_frame(
+        network,
+        lake,
+        source="synthetic",
+        dataset="network",
+        key_columns=("observed_at",),
+        date_column="observed_at",
+        zone="raw",
+        ingested_at=FIRST_LOAD,
+    )
+
+    build_marts(settings)
+
+    repairs = query(settings, "select model_name, rule_name, affected_rows from marts.fct_staging_repairs")
+    counts = {(r.model_name, r.rule_name): r.affected_rows for r in repairs.itertuples() if r.affected_rows}
+    assert counts == {
+        ("stg_binance__klines", "close_time_derived"): 1,
+        ("stg_binance__klines", "ohlc_bounds_repaired"): 1,
+        ("stg_binance__klines", "taker_volume_capped"): 1,
+        ("stg_binance__klines", "num_trades_imputed"): 1,
+        ("stg_binance__klines", "dropped"): 1,
+        ("stg_synthetic__users", "balance_negative_zeroed"): 1,
+        ("stg_synthetic__users", "balance_imputed"): 1,
+        ("stg_synthetic__users", "balance_capped"): 1,
+        ("stg_synthetic__users", "country_imputed"): 1,
+        ("stg_synthetic__users", "device_imputed"): 1,
+        ("stg_synthetic__users", "tiers_imputed"): 1,
+        ("stg_synthetic__users", "login_before_registration"): 1,
+        ("stg_synthetic__users", "dropped"): 1,
+        ("stg_synthetic__transactions", "fee_imputed"): 1,
+        ("stg_synthetic__transactions", "fee_negative_zeroed"): 1,
+        ("stg_synthetic__transactions", "fee_token_imputed"): 1,
+        ("stg_synthetic__transactions", "leverage_imputed"): 1,
+        ("stg_synthetic__transactions", "leverage_capped"): 1,
+        ("stg_synthetic__transactions", "amount_sign_repaired"): 1,
+        ("stg_synthetic__transactions", "dropped"): 1,
+        ("stg_synthetic__network", "out_of_range_nulled"): 1,
+        ("stg_synthetic__network", "metric_imputed"): 2,  # the missing tps, and the gas nulled above
+    }
+    staged_users = query(
+        settings,
+        "select user_id, account_balance_usd, country, device_type, vip_tier, last_login_at "
+        "from staging.stg_synthetic__users where not is_dropped order by user_id",
+    )
+    assert staged_users["account_balance_usd"].tolist() == [50.0, 0.0, 0.0, 5e7, 50.0, 50.0, 50.0, 50.0, 50.0]
+    assert staged_users.loc[4, "country"] == "unknown" and staged_users.loc[5, "device_type"] == "unknown"
+    assert staged_users.loc[6, "vip_tier"] == 0 and staged_users.loc[
+        7, "last_login_at"
+    ] == registered + pd.Timedelta(days=7)
+
+
 def flat_candles(symbol: str, start: str, periods: int, price: float) -> pd.DataFrame:
     frame = candles(symbol, start, periods, price)
     return frame.assign(open=price, high=price, low=price, close=price, quote_volume=frame["volume"] * price)
