@@ -987,6 +987,70 @@ def test_every_staging_rule_repairs_and_counts_exactly_the_rows_it_describes(tmp
     ] == registered + pd.Timedelta(days=7)
 
 
+def test_users_and_network_landed_again_keep_the_latest_copy(tmp_path):
+    """Staging dedupes on the natural key, the latest ingested_at winning, and counts the copies."""
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    lake = settings.lake_dir
+    users = pd.DataFrame(
+        {
+            "user_id": [1, 2],
+            "wallet_address": ["0x01", "0x02"],
+            "registered_at": pd.Timestamp("2026-09-01", tz="UTC"),
+            "last_login_at": pd.Timestamp("2026-10-01", tz="UTC"),
+            "account_balance_usd": [10.0, 30.0],
+            "country": "DE",
+            "device_type": "ios",
+            "vip_tier": 1,
+            "kyc_level": 1,
+            "is_active": True,
+        }
+    )
+    network = pd.DataFrame(
+        {
+            "observed_at": pd.date_range("2026-10-01", periods=10, freq="1min", tz="UTC"),
+            "gas_price_gwei": 20.0,
+            "tps": 15.0,
+            "block_time_s": 12.0,
+            "difficulty": 1e15,
+            "hashrate": 1e12,
+        }
+    )
+    later = {
+        "users": users.iloc[[0]].assign(account_balance_usd=20.0),
+        "network": network.iloc[[5]].assign(gas_price_gwei=99.0),
+    }
+    for name, frame, key in (("users", users, "user_id"), ("network", network, "observed_at")):
+        date_column = "registered_at" if name == "users" else "observed_at"
+        # The second batch holds another key range, so it is another file beside the first.
+        for rows, at in ((frame, FIRST_LOAD), (later[name], SECOND_LOAD)):
+            land_frame(
+                rows,
+                lake,
+                source="synthetic",
+                dataset=name,
+                key_columns=(key,),
+                date_column=date_column,
+                zone="raw",
+                ingested_at=at,
+            )
+    assert len(list((lake / "raw" / "synthetic" / "users").rglob("*.parquet"))) == 2
+
+    build_marts(settings)
+
+    staged = query(
+        settings, "select user_id, account_balance_usd from staging.stg_synthetic__users order by 1"
+    )
+    assert staged.values.tolist() == [[1, 20.0], [2, 30.0]]
+    gas = query(settings, "select gas_price_gwei from staging.stg_synthetic__network order by observed_at")
+    assert gas["gas_price_gwei"].tolist() == [20.0] * 5 + [99.0] + [20.0] * 4
+    repairs = query(
+        settings,
+        "select model_name, affected_rows from marts.fct_staging_repairs "
+        "where rule_name = 'duplicates_collapsed' and affected_rows > 0 order by 1",
+    )
+    assert repairs.values.tolist() == [["stg_synthetic__network", 1], ["stg_synthetic__users", 1]]
+
+
 def flat_candles(symbol: str, start: str, periods: int, price: float) -> pd.DataFrame:
     frame = candles(symbol, start, periods, price)
     return frame.assign(open=price, high=price, low=price, close=price, quote_volume=frame["volume"] * price)
