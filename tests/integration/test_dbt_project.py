@@ -346,6 +346,32 @@ def test_staging_counts_every_repair_drop_and_duplicate(built):
     ]
 
 
+def test_the_candle_grid_flags_exactly_the_missing_slots(built):
+    """int_klines_gridded: every slot between each series' first and last candle, and the two
+    candles first_lake leaves out (BTC's gap, ETH's candle staging drops) flagged missing."""
+    settings, _, _ = built
+    grid = query(
+        settings,
+        "select symbol, kline_interval, count(*) as slots, count(*) filter (where is_missing) as missing, "
+        "min(opened_at) as first, max(opened_at) as last "
+        "from intermediate.int_klines_gridded group by all order by symbol",
+    )
+    first, last = pd.Timestamp("2026-10-01", tz="UTC"), pd.Timestamp("2026-10-02T23:00", tz="UTC")
+    assert grid.values.tolist() == [
+        ["BTCUSDT", "1m", 2 * 1440, 1, first, last + pd.Timedelta(minutes=59)],
+        ["ETHUSDT", "1m", 2 * 1440, 1, first, last + pd.Timedelta(minutes=59)],
+        ["SOLUSDT", "1h", 48, 0, first, last],
+    ]
+    missing = query(
+        settings,
+        "select symbol, opened_at from intermediate.int_klines_gridded where is_missing order by symbol",
+    )
+    assert missing.values.tolist() == [
+        ["BTCUSDT", pd.Timestamp("2026-10-01T10:30", tz="UTC")],
+        ["ETHUSDT", pd.Timestamp("2026-10-01T12:00", tz="UTC")],
+    ]
+
+
 def test_transactions_are_priced_at_the_minute_close(built):
     settings, frames, _ = built
     tx = query(settings, "select * from marts.fct_transactions order by tx_id").set_index("tx_id")
