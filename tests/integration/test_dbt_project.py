@@ -372,6 +372,32 @@ def test_the_candle_grid_flags_exactly_the_missing_slots(built):
     ]
 
 
+def test_network_hourly_aggregates_equal_an_independent_computation(built):
+    """fct_network_hourly against pandas over first_lake's network minutes, with the one
+    impossible gas reading (minute 10) nulled and carried forward from minute 9, as staging does.
+    (This fixture's gas is constant within an hour, so the p95 is checked for its grouping only.)"""
+    settings, _, _ = built
+    minutes = pd.date_range("2026-10-01", periods=3 * 1440, freq="1min", tz="UTC")
+    gas = pd.Series(20.0 + 5 * np.sin(minutes.hour.to_numpy() / 24 * 2 * np.pi), index=minutes)
+    gas.iloc[10] = gas.iloc[9]
+    expected = gas.groupby(gas.index.floor("h")).agg(["count", "mean", lambda g: g.quantile(0.95)])
+    built_hours = query(
+        settings,
+        "select observed_hour, observations, imputed_observations, avg_gas_price_gwei, "
+        "p95_gas_price_gwei, max_gas_price_gwei, avg_tps, p95_tps "
+        "from marts.fct_network_hourly order by observed_hour",
+    )
+    assert built_hours["observed_hour"].tolist() == expected.index.tolist()
+    assert built_hours["observations"].tolist() == expected["count"].tolist()
+    assert built_hours["imputed_observations"].tolist() == [1] + [0] * 71
+    assert built_hours["avg_gas_price_gwei"].tolist() == pytest.approx(expected["mean"].tolist(), rel=1e-12)
+    assert built_hours["p95_gas_price_gwei"].tolist() == pytest.approx(
+        expected.iloc[:, 2].tolist(), rel=1e-12
+    )
+    assert built_hours["max_gas_price_gwei"].tolist() == gas.groupby(gas.index.floor("h")).max().tolist()
+    assert set(built_hours["avg_tps"]) == set(built_hours["p95_tps"]) == {15.0}
+
+
 def test_transactions_are_priced_at_the_minute_close(built):
     settings, frames, _ = built
     tx = query(settings, "select * from marts.fct_transactions order by tx_id").set_index("tx_id")
