@@ -1103,6 +1103,76 @@ def test_users_and_network_landed_again_keep_the_latest_copy(tmp_path):
     assert repairs.values.tolist() == [["stg_synthetic__network", 1], ["stg_synthetic__users", 1]]
 
 
+def test_volatility_and_technicals_equal_an_independent_computation(tmp_path):
+    """22 days of a random walk: realized volatility (hourly, daily, rolling), close-to-close
+    volatility, the annualized columns and Bollinger bands against pandas, to float rounding."""
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    minutes = candles("BTCUSDT", "2026-10-01", 22 * 1440, 100.0)
+    rng = np.random.default_rng(11)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.0008, len(minutes))))
+    open_ = np.r_[100.0, close[:-1]]
+    minutes = minutes.assign(
+        open=open_, close=close, high=np.maximum(open_, close) * 1.0005, low=np.minimum(open_, close) * 0.9995
+    )
+    land_klines(settings.lake_dir, minutes, "binance", FIRST_LOAD)
+
+    build_marts(settings)
+
+    at = minutes.set_index("open_time")
+    squared = np.log(at["close"]).diff() ** 2  # the first minute has no return
+    hourly = np.sqrt(squared.groupby(at.index.floor("h")).sum(min_count=1))
+    built_hourly = query(
+        settings, "select realized_volatility from marts.fct_klines_hourly order by open_time"
+    )
+    assert built_hourly["realized_volatility"].tolist() == pytest.approx(hourly.tolist(), rel=1e-9)
+
+    day = at.index.floor("D")
+    daily = pd.DataFrame(
+        {
+            "close": at["close"].groupby(day).last(),
+            "high": at["high"].groupby(day).max(),
+            "low": at["low"].groupby(day).min(),
+            "realized": np.sqrt(squared.groupby(day).sum(min_count=1)),
+        }
+    )
+    daily["log_return"] = np.log(daily["close"]).diff()
+    year = np.sqrt(365)
+    expected = pd.DataFrame(
+        {
+            "log_return": daily["log_return"],
+            "realized_volatility_annualized": daily["realized"] * year,
+            "close_to_close_7d_annualized": daily["log_return"]
+            .rolling(7, min_periods=1)
+            .std()
+            .where(np.arange(22) >= 6)
+            * year,
+            "realized_7d_annualized": np.sqrt((daily["realized"] ** 2).rolling(7).mean()) * year,
+            "realized_30d_annualized": np.nan,  # fewer than 30 days
+        }
+    )
+    built = query(
+        settings, f"select {', '.join(expected)} from marts.fct_volatility_daily order by trading_date"
+    )
+    for column in expected:
+        assert built[column].tolist() == pytest.approx(expected[column].tolist(), rel=1e-9, nan_ok=True), (
+            column
+        )
+
+    mean_20, std_20 = daily["close"].rolling(20).mean(), daily["close"].rolling(20).std()
+    bands = query(
+        settings,
+        "select sma_20, bollinger_upper, bollinger_lower from marts.fct_technicals_daily order by trading_date",
+    )
+    assert bands["sma_20"].tolist() == pytest.approx(mean_20.tolist(), rel=1e-12, nan_ok=True)
+    assert bands["bollinger_upper"].tolist() == pytest.approx(
+        (mean_20 + 2 * std_20).tolist(), rel=1e-9, nan_ok=True
+    )
+    assert bands["bollinger_lower"].tolist() == pytest.approx(
+        (mean_20 - 2 * std_20).tolist(), rel=1e-9, nan_ok=True
+    )
+    assert bands["sma_20"].notna().sum() == 3  # days 20 to 22
+
+
 def flat_candles(symbol: str, start: str, periods: int, price: float) -> pd.DataFrame:
     frame = candles(symbol, start, periods, price)
     return frame.assign(open=price, high=price, low=price, close=price, quote_volume=frame["volume"] * price)
