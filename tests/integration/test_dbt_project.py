@@ -398,6 +398,24 @@ def test_network_hourly_aggregates_equal_an_independent_computation(built):
     assert set(built_hours["avg_tps"]) == set(built_hours["p95_tps"]) == {15.0}
 
 
+def test_derived_calendar_and_spread_columns(built):
+    """Days since registration to the lake's as-of time (the latest login, 2026-10-02 00:00),
+    each transaction's UTC hour and ISO weekday, and each pair hour's spread from its own fit."""
+    settings, _, _ = built
+    users = query(settings, "select user_id, days_since_registration from marts.dim_users order by user_id")
+    assert users.values.tolist() == [[1, 31], [2, 17], [3, 1]]  # day boundaries crossed
+    tx = query(settings, "select tx_id, hour_of_day, day_of_week from marts.fct_transactions order by tx_id")
+    assert tx.values.tolist() == [[1, 3, 4], [2, 4, 4], [3, 8, 5], [4, 9, 5]]  # Thursday, Friday
+    pairs = query(
+        settings,
+        "select close_a, close_b, intercept, hedge_ratio, spread from marts.fct_pairs_hourly "
+        "where hedge_ratio is not null",
+    )
+    assert len(pairs) > 0
+    expected = np.log(pairs["close_a"]) - pairs["intercept"] - pairs["hedge_ratio"] * np.log(pairs["close_b"])
+    assert pairs["spread"].tolist() == pytest.approx(expected.tolist(), rel=1e-9, abs=1e-12)
+
+
 def test_transactions_are_priced_at_the_minute_close(built):
     settings, frames, _ = built
     tx = query(settings, "select * from marts.fct_transactions order by tx_id").set_index("tx_id")
