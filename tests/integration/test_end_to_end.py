@@ -149,3 +149,37 @@ def test_every_daily_analysis_runs_through_the_query_command_with_the_marts_numb
     } == {(0, 0, 0, 0)}
 
     assert analysis("trade_ingest_latency") == []  # no trades landed
+
+
+def test_a_run_whose_marts_fail_gate_2_fails_and_leaves_the_published_snapshot_serving(two_runs):
+    """Last in this module (it changes the shared lake): ETH's raw klines are lost and a full
+    refresh of BTC alone halves the hourly mart; with at least 90% of the published rows
+    required, gate 2 fails the flow, naming the row-count check, and the previous snapshot
+    stays current, byte for byte, and answers queries."""
+    import hashlib
+    import shutil
+
+    from flows.pipeline import lakehouse
+    from flows.publish import GateFailed
+
+    settings, *_ = two_runs
+    lake = settings.lake_dir
+    published = current_snapshot(lake)
+    folder = lake / "marts" / published
+
+    def digests() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    before, hourly_before = digests(), run_query(lake, HOURLY)
+    shutil.rmtree(lake / "raw" / "synthetic" / "klines" / "symbol=ETHUSDT")
+    narrower = settings.model_copy(update={"symbols": ["BTCUSDT"], "gate_min_row_ratio": 0.9})
+
+    with pytest.raises(GateFailed) as failed:
+        lakehouse(settings=narrower, full_refresh=True)
+
+    message = str(failed.value)
+    assert "gate 2" in message and "fct_klines_hourly" in message
+    assert "expect_table_row_count_to_be_between" in message
+    assert current_snapshot(lake) == published and list_snapshots(lake)[-1] == published
+    assert digests() == before
+    pd.testing.assert_frame_equal(run_query(lake, HOURLY), hourly_before)
