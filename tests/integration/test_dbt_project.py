@@ -1191,6 +1191,54 @@ def test_volatility_and_technicals_equal_an_independent_computation(tmp_path):
     assert bands["sma_20"].notna().sum() == 3  # days 20 to 22
 
 
+def test_amount_and_fee_outliers_follow_the_robust_z_score_within_each_type(tmp_path):
+    """20 trades and 20 withdrawals of about 1 BTC with fees of about 0.001 BTC; one trade's
+    fee is 100 times the others and one withdrawal's amount 50 times: only those are flagged,
+    and every flag equals |ln(x) - median| / (1.4826 MAD) > 4 computed from the mart's USD values."""
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    lake = settings.lake_dir
+    land_klines(lake, candles("BTCUSDT", "2026-10-01", 120, 100.0), "binance", FIRST_LOAD)
+    n = 40
+    i = np.arange(n)
+    amount = 1.0 + (i % 7) * 0.01
+    fee = 0.001 * (1.0 + (i % 5) * 0.02)
+    fee[3] *= 100  # a trade
+    amount[25] *= 50  # a withdrawal
+    frame = pd.DataFrame(
+        {
+            "tx_id": i + 1,
+            "occurred_at": pd.Timestamp("2026-10-01T00:10", tz="UTC") + pd.to_timedelta(i, unit="min"),
+            "from_user_id": -1,
+            "to_user_id": -1,
+            "from_address": "0xaa",
+            "to_address": "0xbb",
+            "tx_type": np.where(i < 20, "trade", "withdrawal"),
+            "token_symbol": "BTC",
+            "amount": amount,
+            "fee": fee,
+            "fee_token": "BTC",
+            "leverage": 0,
+            "status": "completed",
+        }
+    )
+    land_raw_transactions(lake, frame, FIRST_LOAD)
+
+    build_marts(settings)
+
+    tx = query(
+        settings,
+        "select tx_id, tx_type, amount_usd, fee_usd, is_amount_outlier, is_fee_outlier "
+        "from marts.fct_transactions order by tx_id",
+    )
+    assert tx.loc[tx["is_fee_outlier"], "tx_id"].tolist() == [4]
+    assert tx.loc[tx["is_amount_outlier"], "tx_id"].tolist() == [26]
+    for measure, flag in (("amount_usd", "is_amount_outlier"), ("fee_usd", "is_fee_outlier")):
+        logs = np.log(tx[measure])
+        median = logs.groupby(tx["tx_type"]).transform("median")
+        mad = (logs - median).abs().groupby(tx["tx_type"]).transform("median")
+        assert tx[flag].tolist() == ((logs - median).abs() / (1.4826 * mad) > 4).tolist(), measure
+
+
 def flat_candles(symbol: str, start: str, periods: int, price: float) -> pd.DataFrame:
     frame = candles(symbol, start, periods, price)
     return frame.assign(open=price, high=price, low=price, close=price, quote_volume=frame["volume"] * price)
