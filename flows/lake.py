@@ -194,16 +194,6 @@ def iter_batches(lake_dir: Path, zone: str, source: str | None = None) -> Iterat
             yield BatchRef(parts[0], parts[1], partitions, path.stem)
 
 
-def ensure_warehouse_dir(lake_dir: Path) -> None:
-    """Create the folder dbt's committed profile opens the warehouse file in.
-
-    DuckDB does not create a missing folder, so `cd dbt_project && dbt build` on a lake that
-    only ever had data landed and gated (never built by `lakehouse`) failed to open the file.
-    Whatever puts rows into raw/ calls this: gate 1 and the trade stream.
-    """
-    (Path(lake_dir) / "warehouse").mkdir(parents=True, exist_ok=True)
-
-
 def move_batch(lake_dir: Path, ref: BatchRef, from_zone: str, to_zone: str) -> Path:
     src, dst = ref.path(lake_dir, from_zone), ref.path(lake_dir, to_zone)
     dst.parent.mkdir(parents=True, exist_ok=True)

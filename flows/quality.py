@@ -26,7 +26,6 @@ import pyarrow.parquet as pq
 
 from flows.lake import (
     BatchRef,
-    ensure_warehouse_dir,
     iter_batches,
     move_batch,
     to_arrow,
@@ -35,6 +34,7 @@ from flows.lake import (
     write_text_atomic,
 )
 from flows.settings import Settings
+from flows.transform import ensure_warehouse_dir
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

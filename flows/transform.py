@@ -43,6 +43,16 @@ def warehouse_path(settings: Settings) -> Path:
     return settings.lake_dir / "warehouse" / "lakehouse.duckdb"
 
 
+def ensure_warehouse_dir(lake_dir: Path) -> None:
+    """Create the folder dbt's committed profile opens the warehouse file in.
+
+    DuckDB does not create a missing folder, so `cd dbt_project && dbt build` on a lake that
+    only ever had data landed and gated (never built by `lakehouse`) failed to open the file.
+    Whatever puts rows into raw/ calls this (gate 1 and the trade stream), as does every dbt run.
+    """
+    (Path(lake_dir) / "warehouse").mkdir(parents=True, exist_ok=True)
+
+
 def dbt_paths(settings: Settings) -> tuple[Path, Path]:
     """Per-lake target and log folders, so two lakes never share dbt artifacts."""
     base = settings.lake_dir / "warehouse" / "dbt"
@@ -176,7 +186,7 @@ def dbt_options(settings: Settings) -> list[str]:
 
 def run_dbt(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run one dbt command in the project with this lake's paths; returns the finished process."""
-    (settings.lake_dir / "warehouse").mkdir(parents=True, exist_ok=True)
+    ensure_warehouse_dir(settings.lake_dir)
     dbt = Path(sys.executable).parent / "dbt"
     command = [str(dbt), *args, *dbt_options(settings)]
     env = dbt_env(settings)
@@ -211,7 +221,7 @@ class DbtWorker:
     """
 
     def __init__(self, settings: Settings, preload: bool = False) -> None:
-        (settings.lake_dir / "warehouse").mkdir(parents=True, exist_ok=True)
+        ensure_warehouse_dir(settings.lake_dir)
         self.settings = settings
         self.preloading = preload
         self.output = ""  # what the process printed, once its command has run

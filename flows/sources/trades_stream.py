@@ -28,12 +28,12 @@ from flows.errors import LakehouseError
 from flows.lake import (
     BatchRef,
     compute_batch_id,
-    ensure_warehouse_dir,
     utc_now,
     write_parquet_atomic,
     write_quarantine,
 )
 from flows.settings import Settings
+from flows.transform import ensure_warehouse_dir
 
 log = logging.getLogger(__name__)
 

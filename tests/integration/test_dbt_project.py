@@ -80,14 +80,23 @@ def land_klines(lake: Path, frame: pd.DataFrame, source: str, at: datetime) -> N
     )
 
 
-def land_raw_transactions(lake: Path, frame: pd.DataFrame, at: datetime) -> None:
+# The synthetic activity datasets: natural key and the column their date partition comes from.
+ACTIVITY = {
+    "users": ("user_id", "registered_at"),
+    "transactions": ("tx_id", "occurred_at"),
+    "network": ("observed_at", "observed_at"),
+}
+
+
+def land_raw_activity(lake: Path, dataset: str, frame: pd.DataFrame, at: datetime) -> None:
+    key, date_column = ACTIVITY[dataset]
     land_frame(
         frame,
         lake,
         source="synthetic",
-        dataset="transactions",
-        key_columns=("tx_id",),
-        date_column="occurred_at",
+        dataset=dataset,
+        key_columns=(key,),
+        date_column=date_column,
         zone="raw",
         ingested_at=at,
     )
@@ -112,16 +121,7 @@ def land_activity(lake: Path) -> None:
             "is_active": [True, True, False],
         }
     )
-    land_frame(
-        users,
-        lake,
-        source="synthetic",
-        dataset="users",
-        key_columns=("user_id",),
-        date_column="registered_at",
-        zone="raw",
-        ingested_at=FIRST_LOAD,
-    )
+    land_raw_activity(lake, "users", users, FIRST_LOAD)
     transactions = pd.DataFrame(
         {
             "tx_id": [1, 2, 3, 4],
@@ -142,7 +142,7 @@ def land_activity(lake: Path) -> None:
             "status": ["completed", "completed", "completed", "failed"],
         }
     )
-    land_raw_transactions(lake, transactions, FIRST_LOAD)
+    land_raw_activity(lake, "transactions", transactions, FIRST_LOAD)
     minutes = pd.date_range("2026-10-01", periods=3 * 1440, freq="1min", tz="UTC")
     hour = minutes.hour.to_numpy()
     network = pd.DataFrame(
@@ -156,16 +156,7 @@ def land_activity(lake: Path) -> None:
         }
     )
     network.loc[10, "gas_price_gwei"] = -1.0  # a sensor error staging nulls and carries forward
-    land_frame(
-        network,
-        lake,
-        source="synthetic",
-        dataset="network",
-        key_columns=("observed_at",),
-        date_column="observed_at",
-        zone="raw",
-        ingested_at=FIRST_LOAD,
-    )
+    land_raw_activity(lake, "network", network, FIRST_LOAD)
     gate = pd.DataFrame(
         {
             "run_id": ["20261101T000000000000Z"],
@@ -240,7 +231,7 @@ def test_every_model_and_every_column_it_builds_is_described(built):
     """The docs cover what the warehouse holds: each model's description, and exactly the
     columns each model built, each with a description (dbt docs do not check either)."""
     settings, _, _ = built
-    target = settings.lake_dir / "warehouse" / "dbt" / "target"
+    target = transform.dbt_paths(settings)[0]
     manifest = json.loads((target / "manifest.json").read_text())
     models = {n["name"]: n for n in manifest["nodes"].values() if n["resource_type"] == "model"}
     built_columns = query(
@@ -854,7 +845,7 @@ def test_the_custom_generic_tests_fail_on_exactly_the_rows_they_describe(tmp_pat
 
     run_dbt(settings, "test", "--select", "int_klines_unioned", check=False)
 
-    target = settings.lake_dir / "warehouse" / "dbt" / "target"
+    target = transform.dbt_paths(settings)[0]
     results = json.loads((target / "run_results.json").read_text())["results"]
     failures = {
         r["unique_id"].split(".")[2].split("_int_klines_unioned")[0]: r["failures"]
@@ -917,7 +908,7 @@ def test_built_from_complete_minutes_the_rollups_equal_the_exchange_hour_and_day
                 mart,
                 column,
             )
-    target = settings.lake_dir / "warehouse" / "dbt" / "target"
+    target = transform.dbt_paths(settings)[0]
     [check] = [
         r
         for r in json.loads((target / "run_results.json").read_text())["results"]
@@ -962,16 +953,7 @@ def test_every_staging_rule_repairs_and_counts_exactly_the_rows_it_describes(tmp
     users.loc[6, "vip_tier"] = None  # tiers_imputed
     users.loc[7, "last_login_at"] = registered  # before its registration: login_before_registration
     users.loc[8, "user_id"] = None  # dropped
-    land_frame(
-        users,
-        lake,
-        source="synthetic",
-        dataset="users",
-        key_columns=("user_id",),
-        date_column="registered_at",
-        zone="raw",
-        ingested_at=FIRST_LOAD,
-    )
+    land_raw_activity(lake, "users", users, FIRST_LOAD)
 
     tx = pd.DataFrame(
         {
@@ -992,7 +974,7 @@ def test_every_staging_rule_repairs_and_counts_exactly_the_rows_it_describes(tmp
     )
     # fee_imputed, fee_negative_zeroed, fee_token_imputed, leverage_imputed, leverage_capped,
     # amount_sign_repaired, and a zero amount dropped: rows 2 to 8.
-    land_raw_transactions(lake, tx, FIRST_LOAD)
+    land_raw_activity(lake, "transactions", tx, FIRST_LOAD)
 
     network = pd.DataFrame(
         {
@@ -1006,16 +988,7 @@ def test_every_staging_rule_repairs_and_counts_exactly_the_rows_it_describes(tmp
     )
     network.loc[10, "gas_price_gwei"] = -1.0  # out_of_range_nulled
     network.loc[20, "tps"] = None  # metric_imputed
-    land_frame(
-        network,
-        lake,
-        source="synthetic",
-        dataset="network",
-        key_columns=("observed_at",),
-        date_column="observed_at",
-        zone="raw",
-        ingested_at=FIRST_LOAD,
-    )
+    land_raw_activity(lake, "network", network, FIRST_LOAD)
 
     build_marts(settings)
 
@@ -1089,20 +1062,10 @@ def test_users_and_network_landed_again_keep_the_latest_copy(tmp_path):
         "users": users.iloc[[0]].assign(account_balance_usd=20.0),
         "network": network.iloc[[5]].assign(gas_price_gwei=99.0),
     }
-    for name, frame, key in (("users", users, "user_id"), ("network", network, "observed_at")):
-        date_column = "registered_at" if name == "users" else "observed_at"
+    for name, frame in (("users", users), ("network", network)):
         # The second batch holds another key range, so it is another file beside the first.
-        for rows, at in ((frame, FIRST_LOAD), (later[name], SECOND_LOAD)):
-            land_frame(
-                rows,
-                lake,
-                source="synthetic",
-                dataset=name,
-                key_columns=(key,),
-                date_column=date_column,
-                zone="raw",
-                ingested_at=at,
-            )
+        land_raw_activity(lake, name, frame, FIRST_LOAD)
+        land_raw_activity(lake, name, later[name], SECOND_LOAD)
     assert len(list((lake / "raw" / "synthetic" / "users").rglob("*.parquet"))) == 2
 
     build_marts(settings)
@@ -1144,15 +1107,8 @@ def test_volatility_and_technicals_equal_an_independent_computation(tmp_path):
     )
     assert built_hourly["realized_volatility"].tolist() == pytest.approx(hourly.tolist(), rel=1e-9)
 
-    day = at.index.floor("D")
-    daily = pd.DataFrame(
-        {
-            "close": at["close"].groupby(day).last(),
-            "high": at["high"].groupby(day).max(),
-            "low": at["low"].groupby(day).min(),
-            "realized": np.sqrt(squared.groupby(day).sum(min_count=1)),
-        }
-    )
+    daily = exchange_candles(minutes, "1d").set_index("open_time")[["close"]]
+    daily["realized"] = np.sqrt(squared.groupby(at.index.floor("D")).sum(min_count=1))
     daily["log_return"] = np.log(daily["close"]).diff()
     year = np.sqrt(365)
     expected = pd.DataFrame(
@@ -1221,7 +1177,7 @@ def test_amount_and_fee_outliers_follow_the_robust_z_score_within_each_type(tmp_
             "status": "completed",
         }
     )
-    land_raw_transactions(lake, frame, FIRST_LOAD)
+    land_raw_activity(lake, "transactions", frame, FIRST_LOAD)
 
     build_marts(settings)
 
@@ -1259,7 +1215,7 @@ def land_transactions(lake: Path, rows: list[tuple], at: datetime) -> None:
         leverage=0,
         status=["completed"] * n,
     )
-    land_raw_transactions(lake, frame, at)
+    land_raw_activity(lake, "transactions", frame, at)
 
 
 def test_incremental_transactions_equal_a_full_refresh(tmp_path):
