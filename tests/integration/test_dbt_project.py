@@ -1084,6 +1084,110 @@ def test_users_and_network_landed_again_keep_the_latest_copy(tmp_path):
     assert repairs.values.tolist() == [["stg_synthetic__network", 1], ["stg_synthetic__users", 1]]
 
 
+def test_trades_and_exchange_info_landed_twice_keep_the_copy_their_rule_prefers(tmp_path, monkeypatch):
+    """Trades: the websocket copy wins (it has the exchange's event time), then the first one
+    persisted; exchange info: the latest copy of a snapshot row. Both count what they collapsed."""
+    from flows.sources import trades_stream
+    from flows.sources.binance_rest import exchange_info_frame
+
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx", symbols="BTCUSDT")
+    lake = settings.lake_dir
+    traded = int(datetime(2026, 10, 31, 12, tzinfo=UTC).timestamp() * 1000)
+
+    def trade(trade_id: int, origin: str, price: str) -> tuple:
+        at = traded + trade_id
+        event = at + 5 if origin == "ws" else None
+        return (
+            "BTCUSDT",
+            trade_id,
+            price,
+            "0.5",
+            2 * trade_id,
+            2 * trade_id + 1,
+            at,
+            False,
+            event,
+            at + 9,
+            origin,
+        )
+
+    # Three collectors (as three runs of the stream would be) persist overlapping id ranges; each
+    # range is its own file. The price says which landing a row came from.
+    landings = [
+        (FIRST_LOAD, [trade(100, "rest", "1"), trade(101, "rest", "1")]),
+        (SECOND_LOAD, [trade(100, "ws", "2"), trade(101, "rest", "2"), trade(102, "rest", "2")]),
+        (THIRD_LOAD, [trade(101, "rest", "3"), trade(102, "ws", "3"), trade(103, "ws", "3")]),
+    ]
+    for at, rows in landings:
+        monkeypatch.setattr(trades_stream, "utc_now", lambda at=at: at)
+        assert trades_stream.TradeCollector(settings).land_rows(rows).rows == len(rows)
+    assert len(list((lake / "raw" / "binance" / "trades").rglob("*.parquet"))) == 3
+
+    # One snapshot landed twice: first with both symbols, then again with BTCUSDT alone (another
+    # file), its status changed in between.
+    info = {
+        "symbols": [
+            {
+                "symbol": symbol,
+                "status": "TRADING",
+                "baseAsset": symbol[:3],
+                "quoteAsset": "USDT",
+                "filters": [],
+            }
+            for symbol in ("BTCUSDT", "ETHUSDT")
+        ]
+    }
+    halted = {"symbols": [dict(info["symbols"][0], status="HALT")]}
+    for document, symbols, at in (
+        (info, ["BTCUSDT", "ETHUSDT"], FIRST_LOAD),
+        (halted, ["BTCUSDT"], SECOND_LOAD),
+    ):
+        land_frame(
+            exchange_info_frame(document, "spot", symbols, FIRST_LOAD),
+            lake,
+            source="binance",
+            dataset="exchange_info",
+            key_columns=("snapshot_at", "market", "symbol"),
+            date_column="snapshot_at",
+            zone="raw",
+            ingested_at=at,
+        )
+
+    build_marts(settings)
+
+    trades = query(
+        settings,
+        "select agg_trade_id, price, is_gap_filled, persisted_at, duplicate_copies "
+        "from staging.stg_binance__trades order by 1",
+    )
+    assert trades.drop(columns="persisted_at").values.tolist() == [
+        [100, 2.0, False, 2],
+        [101, 1.0, True, 3],
+        [102, 3.0, False, 2],
+        [103, 3.0, False, 1],
+    ]
+    assert trades["persisted_at"].tolist() == [
+        pd.Timestamp(at) for at in (SECOND_LOAD, FIRST_LOAD, THIRD_LOAD, THIRD_LOAD)
+    ]
+    info_rows = query(
+        settings,
+        "select symbol, symbol_status, ingested_at, duplicate_copies from staging.stg_binance__exchange_info order by 1",
+    )
+    assert info_rows.values.tolist() == [
+        ["BTCUSDT", "halt", pd.Timestamp(SECOND_LOAD), 2],
+        ["ETHUSDT", "trading", pd.Timestamp(FIRST_LOAD), 1],
+    ]
+    repairs = query(
+        settings,
+        "select model_name, dataset, affected_rows from marts.fct_staging_repairs "
+        "where rule_name = 'duplicates_collapsed' order by 1",
+    )
+    assert repairs.values.tolist() == [
+        ["stg_binance__exchange_info", "exchange_info", 1],
+        ["stg_binance__trades", "trades", 4],
+    ]
+
+
 def test_volatility_and_technicals_equal_an_independent_computation(tmp_path):
     """22 days of a random walk: realized volatility (hourly, daily, rolling), close-to-close
     volatility, the annualized columns and Bollinger bands against pandas, to float rounding."""

@@ -24,8 +24,28 @@ with
     ),
 {% endfor %}
 
+{# Trades and exchange info are typed as they come: nothing to repair, only copies to collapse. #}
+{% set deduplicated_only = [
+    ('trades', 'stg_binance__trades'),
+    ('exchange_info', 'stg_binance__exchange_info'),
+] %}
+
+{% for dataset, model in deduplicated_only %}
+    {{ model }} as (
+        select
+            '{{ model }}' as model_name,
+            source,
+            '{{ dataset }}' as dataset,
+            cast(null as varchar) as repair_rules,
+            false as is_dropped,
+            duplicate_copies
+        from {{ ref(model) }}
+        where duplicate_copies > 1
+    ),
+{% endfor %}
+
 staged_rows as (
-    {% for _, model in staged %}
+    {% for _, model in staged + deduplicated_only %}
         select * from {{ model }}
         {% if not loop.last %}union all{% endif %}
     {% endfor %}

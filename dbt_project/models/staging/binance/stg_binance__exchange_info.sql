@@ -5,7 +5,9 @@ source as (
 ),
 
 deduplicated as (
-    select *
+    select
+        *,
+        count(*) over (partition by market, symbol, snapshot_at) as duplicate_copies
     from source
     qualify row_number() over (
         partition by market, symbol, snapshot_at
@@ -47,6 +49,7 @@ final as (
                 list_filter(filter_list, lambda f: f.filterType = 'MIN_NOTIONAL')[1].notional
             ) as double
         ) as min_notional,
+        duplicate_copies,
         cast(source as varchar) as source,
         cast(batch_id as varchar) as batch_id,
         cast(ingested_at as timestamptz) as ingested_at
