@@ -358,6 +358,29 @@ def failure_summary(stage: str, exc: BaseException, lake_dir: Path) -> str:
     )
 
 
+RAW_GATE_COLUMNS = (
+    "dataset",
+    "batches",
+    "rows_accepted",
+    "rows_quarantined",
+    "rows_flagged",
+    "duplicates_collapsed",
+    "failed_expectations",
+)
+
+
+def raw_gate_artifact(raw_gate: list) -> str:
+    """Gate 1's counts per dataset, published as soon as the gate ends: a run that fails later
+    (build, gate 2) still shows what was accepted and quarantined."""
+    create_table_artifact(
+        key="lakehouse-raw-gate",
+        table=[{k: r.as_row()[k] for k in RAW_GATE_COLUMNS} for r in raw_gate],
+        description="Gate 1: rows accepted and quarantined per dataset "
+        "(`lakehouse quarantine list` shows the quarantined batches)",
+    )
+    return "lakehouse-raw-gate"
+
+
 def publish_artifacts(summary: dict, settings: Settings) -> list[str]:
     create_table_artifact(
         key="lakehouse-rows",
@@ -428,6 +451,7 @@ def run_pipeline(
         dbt_worker.landed()  # the lake's size is known: a small one's build preloads more
         with build_guard(settings.lake_dir, wait=wait_for_lock):
             raw_gate = stage("validate_raw", validate_raw_flow, settings, run_key)
+            raw_artifact = raw_gate_artifact(raw_gate)
             built = stage("build", build, settings, run_key, full_refresh)
             published = stage("publish", publish, settings, run_key)
             # dbt wrote the build's manifest while publish ran; done before the next run may build.
@@ -447,7 +471,7 @@ def run_pipeline(
         "sources": list(sources),
         "flow_run_id": run_key,
     }
-    summary["artifacts"] = publish_artifacts(summary, settings)
+    summary["artifacts"] = [raw_artifact, *publish_artifacts(summary, settings)]
     logger.info("published snapshot %s", published.snapshot_id)
     return summary
 

@@ -323,18 +323,31 @@ def test_guard_that_must_not_wait_stops_with_one_clear_line(lake_dir):
 # Artifacts -----------------------------------------------------------------------------------
 
 
+RAW_GATE_ROW = {
+    "dataset": "binance.klines",
+    "batches": 1,
+    "rows_accepted": 60,
+    "rows_quarantined": 0,
+    "rows_flagged": 0,
+    "duplicates_collapsed": 0,
+    "failed_expectations": "",
+}
+
+
 def test_each_run_publishes_rows_gates_docs_links_and_the_snapshot(stages, settings):
     settings = settings.model_copy(update={"source": "synthetic"})
     state = pipeline.lakehouse(settings=settings, return_state=True)
     summary = state.result()
     artifacts = artifacts_of(state.state_details.flow_run_id)
 
-    assert set(artifacts) == {"lakehouse-rows", "lakehouse-run"}
+    assert set(artifacts) == {"lakehouse-raw-gate", "lakehouse-rows", "lakehouse-run"}
+    assert summary["artifacts"] == ["lakehouse-raw-gate", "lakehouse-rows", "lakehouse-run"]
     rows = json.loads(artifacts["lakehouse-rows"]["data"])
     assert rows == [
         {"layer": "landed", "dataset": "klines", "rows": 60},
         {"layer": "marts", "dataset": "fct_klines_hourly", "rows": 24},
     ]
+    assert json.loads(artifacts["lakehouse-raw-gate"]["data"]) == [RAW_GATE_ROW]
     markdown = artifacts["lakehouse-run"]["data"]
     assert f"Published snapshot **{summary['snapshot_id']}**" in markdown
     assert "| raw | binance.klines | 60 | 0 | 12 | pass |" in markdown
@@ -356,7 +369,11 @@ def test_a_failed_run_ends_with_a_one_paragraph_summary(stages, settings):
     state = pipeline.lakehouse(settings=settings, return_state=True)
 
     assert state.is_failed()
-    paragraph = artifacts_of(state.state_details.flow_run_id)["lakehouse-failure"]["data"]
+    artifacts = artifacts_of(state.state_details.flow_run_id)
+    assert set(artifacts) == {"lakehouse-raw-gate", "lakehouse-failure"}
+    # Gate 1 ended before the build failed: its counts are there for the failed run too.
+    assert json.loads(artifacts["lakehouse-raw-gate"]["data"]) == [RAW_GATE_ROW]
+    paragraph = artifacts["lakehouse-failure"]["data"]
     assert paragraph == (
         f"The lakehouse run failed in the build stage on {settings.lake_dir}: dbt build failed: "
         "fct_klines_hourly: Binder Error (full log: dbt.log). Readers keep seeing snapshot "
