@@ -601,14 +601,13 @@ def quarantine_show(
     lake_dir: LakeDir = None,
 ) -> None:
     """Show why a batch was quarantined and its rows, each with the expectations it failed."""
-    import json
-
+    from flows.lake import reason_json
     from flows.quarantine import show_batch
 
     settings = settings_from(lake_dir=lake_dir)
     batch, frame = show_batch(settings.lake_dir, batch_id, limit=rows)
     summary = {k: v for k, v in batch.reason.items() if k != "row_reasons"}
-    typer.echo(f"{batch.path}\n{json.dumps(summary, indent=2, default=str)}")
+    typer.echo(f"{batch.path}\n{reason_json(summary)}")
     for row, failed in enumerate(frame.pop("failed")):
         typer.echo(f"row {row}: {failed}")
     typer.echo(frame.to_string(max_colwidth=40))

@@ -201,11 +201,33 @@ def move_batch(lake_dir: Path, ref: BatchRef, from_zone: str, to_zone: str) -> P
     return dst
 
 
+def _strict(value: object) -> object:
+    """Strict JSON has no NaN or infinity: a non-finite float is written as the string
+    "NaN", "Infinity" or "-Infinity", so a bad sample value stays visible and the file parses."""
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        if np.isfinite(value):
+            return value
+        return "NaN" if np.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    return value
+
+
+def reason_json(reason: dict) -> str:
+    """A quarantine reason as strict JSON (jq, JavaScript and other strict parsers read it)."""
+    return json.dumps(_strict(reason), indent=2, default=str, allow_nan=False)
+
+
 def write_quarantine(lake_dir: Path, ref: BatchRef, rows: pd.DataFrame, reason: dict) -> Path:
     """Put failing rows beside a JSON reason under the same partition path in quarantine/."""
     path = ref.path(lake_dir, "quarantine")
     write_parquet_atomic(to_arrow(rows), path)
-    write_text_atomic(path.with_suffix(".json"), json.dumps(reason, indent=2, default=str))
+    write_text_atomic(path.with_suffix(".json"), reason_json(reason))
     return path
 
 

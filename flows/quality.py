@@ -28,6 +28,7 @@ from flows.lake import (
     BatchRef,
     iter_batches,
     move_batch,
+    reason_json,
     to_arrow,
     utc_now,
     write_parquet_atomic,
@@ -839,7 +840,7 @@ def route_batch(
         if zone == "quarantine":
             reason["released_rows"] = previous.get("released_rows", 0) + int(len(good_positions))
         write_parquet_atomic(table.take(pa.array(bad_positions)), quarantine_path)
-        write_text_atomic(quarantine_path.with_suffix(".json"), json.dumps(reason, indent=2, default=str))
+        write_text_atomic(quarantine_path.with_suffix(".json"), reason_json(reason))
     elif zone == "quarantine" or quarantine_path.exists():
         _remove_quarantine(quarantine_path)
     if zone == "landing":
