@@ -325,8 +325,12 @@ def new_snapshot_id() -> str:
 
 def swap_current(lake_dir: Path, snapshot_id: str) -> None:
     """Point CURRENT at a snapshot atomically (rename over the old pointer)."""
-    if not snapshot_path(lake_dir, snapshot_id).is_dir():
-        raise LakehouseError(f"snapshot {snapshot_id} does not exist under {marts_dir(lake_dir)}")
+    # Only a snapshot folder's own name: "../raw" or "." is a folder too, but not a snapshot.
+    if snapshot_id not in list_snapshots(lake_dir):
+        raise LakehouseError(
+            f"snapshot {snapshot_id!r} does not exist under {marts_dir(lake_dir)}; "
+            "`lakehouse snapshots` lists the published ones"
+        )
     write_text_atomic(marts_dir(lake_dir) / CURRENT_POINTER, snapshot_id + "\n")
 
 

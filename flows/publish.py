@@ -387,6 +387,13 @@ def publish_marts(settings: Settings) -> PublishResult:
         staged = marts_dir(settings.lake_dir) / f".staged-{snapshot_id}"
         try:
             tables = mart_tables(settings)
+            if not tables:
+                live = current_snapshot(settings.lake_dir)
+                raise LakehouseError(
+                    f"the warehouse {warehouse_path(settings)} has no marts, so there is nothing to "
+                    f"publish ({f'snapshot {live} stays live' if live else 'nothing was published yet'}); "
+                    "build them first with `lakehouse build` (or `lakehouse run`)"
+                )
             # The export runs in a thread, largest mart first, and each mart is validated as
             # soon as its file is written: DuckDB's copy and GE's checks (which hold the GIL)
             # overlap instead of adding up. It waits while a large mart is being checked, so

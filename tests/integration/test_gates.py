@@ -17,6 +17,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from flows.errors import LakehouseError
 from flows.lake import current_snapshot, marts_dir, snapshot_path
 from flows.publish import GateFailed, publish_marts, sql_list
 from flows.quality import data_docs_index, validate_raw
@@ -444,6 +445,25 @@ def test_a_sudden_drop_fails_gate_2_and_leaves_the_published_snapshot_byte_ident
         "At least 50% of the 96 rows of the published snapshot" in text and " 24" in text for text in failed
     )
     assert not any("Values in high must always be greater" in text for text in failed)
+
+
+def test_a_warehouse_without_marts_is_never_published_over_the_live_snapshot(settings, published):
+    """A lost or recreated warehouse file (dbt compile creates an empty one) publishes nothing."""
+    before = hashes(settings.lake_dir)
+    warehouse_path(settings).unlink()
+    duckdb.connect(str(warehouse_path(settings))).close()
+
+    with pytest.raises(LakehouseError) as failure:
+        publish_marts(settings)
+
+    assert str(failure.value) == (
+        f"the warehouse {warehouse_path(settings)} has no marts, so there is nothing to publish "
+        f"(snapshot {published.snapshot_id} stays live); build them first with `lakehouse build` "
+        "(or `lakehouse run`)"
+    )
+    assert hashes(settings.lake_dir) == before
+    assert current_snapshot(settings.lake_dir) == published.snapshot_id
+    assert not any(p.name.startswith(".staged") for p in marts_dir(settings.lake_dir).iterdir())
 
 
 def test_duplicate_grain_and_wrong_rollup_fail_gate_2_by_name(settings, published):

@@ -195,7 +195,7 @@ def test_swap_current_refuses_a_missing_snapshot(tmp_path):
     make_snapshot(tmp_path, "s1")
     lake.swap_current(tmp_path, "s1")
 
-    with pytest.raises(LakehouseError, match="snapshot nope does not exist"):
+    with pytest.raises(LakehouseError, match="snapshot 'nope' does not exist"):
         lake.swap_current(tmp_path, "nope")
     assert lake.current_snapshot(tmp_path) == "s1"
 
