@@ -59,7 +59,7 @@ def settings_from(
     **extra: object,
 ):
     """Settings from env/.env with the command's options laid over them."""
-    return load_settings(
+    settings = load_settings(
         lake_dir=lake_dir,
         source=source,
         symbols=symbols,
@@ -68,6 +68,14 @@ def settings_from(
         end=parse_day(end, "--end"),
         **extra,
     )
+    # The lake, or the nearest of its parents that exists, must be a folder.
+    existing = next(p for p in (settings.lake_dir, *settings.lake_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise LakehouseError(
+            f"lake directory {settings.lake_dir} is not usable ({existing} is a file, not a folder); "
+            "set LAKEHOUSE_LAKE_DIR (or --lake-dir) to the lake folder"
+        )
+    return settings
 
 
 def echo_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
@@ -232,7 +240,12 @@ def snapshots(
         typer.echo(f"CURRENT now points at {rollback}")
         return
     current = current_snapshot(settings.lake_dir)
-    for snapshot in list_snapshots(settings.lake_dir):
+    published = list_snapshots(settings.lake_dir)
+    if not published:
+        typer.echo(
+            f"no snapshot published in {settings.lake_dir / 'marts'} yet; `lakehouse run` publishes one"
+        )
+    for snapshot in published:
         typer.echo(f"{'*' if snapshot == current else ' '} {snapshot}")
 
 
@@ -326,7 +339,7 @@ def echo_landed(result, title: str = "landed") -> None:
     )
 
 
-def admit_landed(settings) -> None:
+def admit_landed(settings) -> list:
     """Gate 1 over lake/landing, so what a command landed is in lake/raw when it returns."""
     from flows.quality import validate_raw
 
@@ -336,6 +349,7 @@ def admit_landed(settings) -> None:
         ["dataset", "batches", "accepted", "quarantined", "success"],
         [[r.dataset, r.batches, r.accepted, r.quarantined, r.success] for r in results],
     )
+    return results
 
 
 def echo_problems(result, keys: tuple[str, ...] = ("warnings", "errors")) -> int:
@@ -413,9 +427,18 @@ def gaps_command(
     settings = settings_from(
         lake_dir=lake_dir, symbols=symbols, interval=interval, start=start, end=end, market=market
     )
-    found = find_gaps(settings.lake_dir, **gap_filters(settings, symbols, interval, market, start, end))
+    checked: list[tuple[str, str, str]] = []
+    filters = gap_filters(settings, symbols, interval, market, start, end)
+    found = find_gaps(settings.lake_dir, checked=checked, **filters)
+    if not checked:
+        # Nothing to compare with: saying "no gaps" would claim candles that are not there.
+        typer.echo(
+            f"no candles in {settings.lake_dir / 'raw'} for the series asked; give --start and --end "
+            "to list the whole range as missing"
+        )
+        return
     if not found:
-        typer.echo("no gaps: every expected candle is in lake/raw")
+        typer.echo(f"no gaps: every expected candle of {len(checked)} series is in lake/raw")
         return
     echo_table("missing candles", GAP_COLUMNS, [g.as_row() for g in found])
     typer.echo(
@@ -511,11 +534,32 @@ def upload(
     facts = result.notes["upload"]
     echo_landed(result)
     if facts["filled"]:
-        typer.echo(f"not in the file, left unknown: {', '.join(facts['filled'])}")
+        typer.echo(f"not in the file: {describe_filled(facts['filled'])}")
     if facts["open_skipped"]:
         typer.echo(f"{facts['open_skipped']} candles not closed yet were skipped")
     if validate and any(result.refs.values()):
-        admit_landed(settings)
+        results = admit_landed(settings)
+        accepted = sum(r.accepted for r in results)
+        quarantined = sum(r.quarantined for r in results)
+        if quarantined and not accepted:
+            failed = sorted({e for r in results for e in r.failed_expectations})
+            raise LakehouseError(
+                f"gate 1 quarantined all {quarantined} rows of {file.name} (failed: {'; '.join(failed)}); "
+                "`lakehouse quarantine list` shows why, `lakehouse quarantine release` re-admits them after a fix"
+            )
+
+
+def describe_filled(filled: list[str]) -> str:
+    """What an upload lacked and what the lake holds instead."""
+    parts = []
+    if "close_time" in filled:
+        parts.append("close_time (derived from the interval)")
+    unknown = [c for c in filled if c not in ("close_time", "num_trades")]
+    if unknown:
+        parts.append(f"{', '.join(unknown)} (left unknown)")
+    if "num_trades" in filled:
+        parts.append("num_trades (0)")
+    return "; ".join(parts)
 
 
 @app.command()
@@ -630,10 +674,19 @@ def quarantine_release(
     )
 
 
+def usage_line(exc: ClickException) -> str:
+    """Click's usage error (usage, hint and message over several lines) as one line."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "lakehouse"
+    return f"{exc.format_message()} (see `{command} --help`)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clear line for any error, a traceback only with --debug."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if debug:  # accepted anywhere on the line, as the README puts it: `--debug` shows the traceback
+        argv = ["--debug", *(arg for arg in argv if arg != "--debug")]
     try:
         code = app(args=argv, prog_name="lakehouse", standalone_mode=False)
     except typer.Exit as exc:
@@ -641,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     except ClickException as exc:
         if debug:
             raise
-        exc.show()
+        typer.echo(f"error: {usage_line(exc)}", err=True)
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)

@@ -155,8 +155,12 @@ def load_settings(**overrides: object) -> Settings:
         errors = getattr(exc, "errors", None)
         if callable(errors):
             first = errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+            where = ".".join(str(p) for p in first.get("loc", ()))
             message = str(first.get("msg", exc)).removeprefix("Value error, ")
+            if not where:  # the one check across settings: the date range
+                raise LakehouseError(
+                    f"invalid settings: {message} (check --start/--end or LAKEHOUSE_START/LAKEHOUSE_END)"
+                ) from exc
             raise LakehouseError(
                 f"invalid setting {where}: {message} (check the option or LAKEHOUSE_{where.upper()})"
             ) from exc

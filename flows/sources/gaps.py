@@ -144,8 +144,9 @@ def find_gaps(
     start_ms: int | None = None,
     end_ms: int | None = None,
     now_ms: int | None = None,
+    checked: list[tuple[str, str, str]] | None = None,
 ) -> list[Gap]:
-    """Missing closed candles per market/symbol/interval/day.
+    """Missing closed candles per market/symbol/interval/day (`checked` receives the series looked at).
 
     Without a range, each series is checked from its first to its last candle (holes only).
     With start_ms/end_ms, the grid covers [start, end) clipped to closed candles, and series
@@ -164,6 +165,8 @@ def find_gaps(
     if ranged and markets and symbols and intervals:
         for key in ((m, s, i) for m in markets for s in symbols for i in intervals):
             series.setdefault(key, np.empty(0, dtype="int64"))
+    if checked is not None:
+        checked.extend(sorted(series))
     gaps: list[Gap] = []
     for (market, symbol, interval), opens in sorted(series.items()):
         if ranged:

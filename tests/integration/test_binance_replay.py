@@ -196,6 +196,17 @@ def test_cli_gaps_then_backfill_gaps_fills_exactly_the_holes(replay, lake_dir, c
         (opens[5], opens[7] - 1),
         (opens[17], opens[18] - 1),
     ]
+    # Once gate 1 has let the refetched candles into raw, the series has no holes left.
+    assert main(["validate"]) == 0
+    capsys.readouterr()
+    assert main(["gaps", "--symbols", "BTCUSDT", "--interval", "1h"]) == 0
+    assert capsys.readouterr().out == "no gaps: every expected candle of 1 series is in lake/raw\n"
+    # A series the lake has no candles of is not called complete.
+    assert main(["gaps", "--symbols", "ETHUSDT", "--interval", "1h"]) == 0
+    assert capsys.readouterr().out == (
+        f"no candles in {lake_dir / 'raw'} for the series asked; give --start and --end "
+        "to list the whole range as missing\n"
+    )
 
 
 def test_cli_backfill_lands_an_explicit_range(replay, lake_dir, capsys):

@@ -74,6 +74,19 @@ def test_unreadable_lake_dir_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", [["query", "select 1"], ["snapshots"], ["quarantine", "list"], ["gaps"]])
+def test_a_lake_dir_that_is_a_file_is_one_line_for_reading_commands_too(command, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+
+    assert main([*command, "--lake-dir", str(blocker)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: lake directory {blocker} is not usable ({blocker} is a file, not a folder); "
+        "set LAKEHOUSE_LAKE_DIR (or --lake-dir) to the lake folder\n"
+    )
+    assert blocker.read_text() == "x"
+
+
 def test_debug_shows_the_traceback(lake_dir):
     result = run_cli("--debug", "query", "select 1")
     assert result.returncode == 1
@@ -81,9 +94,48 @@ def test_debug_shows_the_traceback(lake_dir):
     assert "LakehouseError: no published marts" in result.stderr
 
 
-def test_unknown_option_is_a_usage_error(capsys):
+def test_usage_errors_are_one_line_naming_the_help_to_read(capsys):
     assert main(["query", "--nope"]) == 2
-    assert "No such option: --nope" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: No such option: --nope (see `lakehouse query --help`)\n"
+    assert main(["dashboard", "--port", "abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Invalid value for '--port'") and err.endswith(
+        "(see `lakehouse dashboard --help`)\n"
+    )
+    assert err.count("\n") == 1
+
+
+def test_debug_after_the_command_shows_the_traceback_too(lake_dir):
+    result = run_cli("query", "select 1", "--debug")
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "LakehouseError: no published marts" in result.stderr
+    assert "NoSuchOption" not in result.stderr
+
+
+def test_rollback_takes_only_a_published_snapshot(lake_dir, capsys):
+    from flows.lake import current_snapshot, snapshot_path, swap_current
+
+    for snapshot in ("20261001T000000000000Z", "20261002T000000000000Z"):
+        snapshot_path(lake_dir, snapshot).mkdir(parents=True)
+    swap_current(lake_dir, "20261002T000000000000Z")
+    (lake_dir / "raw").mkdir()
+
+    # Folders that are not snapshots: the lake's other zones, the marts folder itself.
+    for name in ("../raw", ".", "../marts", "2026"):
+        assert main(["snapshots", "--rollback", name, "--lake-dir", str(lake_dir)]) == 1
+        assert capsys.readouterr().err == (
+            f"error: snapshot {name!r} does not exist under {lake_dir / 'marts'}; "
+            "`lakehouse snapshots` lists the published ones\n"
+        )
+        assert current_snapshot(lake_dir) == "20261002T000000000000Z"
+    assert main(["snapshots", "--rollback", "20261001T000000000000Z", "--lake-dir", str(lake_dir)]) == 0
+    assert current_snapshot(lake_dir) == "20261001T000000000000Z"
+    assert main(["snapshots", "--lake-dir", str(lake_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "* 20261001T000000000000Z",
+        "  20261002T000000000000Z",
+    ]
 
 
 def test_query_rejects_writes_and_bad_format(lake_dir, capsys):

@@ -58,7 +58,8 @@ def test_dotenv_file_is_read(monkeypatch, tmp_path):
         ({"intervals": "7m"}, "invalid setting intervals: interval '7m' is not a Binance interval"),
         (
             {"start": date(2026, 2, 1), "end": date(2026, 1, 1)},
-            "end 2026-01-01 must be after start 2026-02-01",
+            "invalid settings: end 2026-01-01 must be after start 2026-02-01 "
+            "(check --start/--end or LAKEHOUSE_START/LAKEHOUSE_END)",
         ),
         ({"source": "ftp"}, "invalid setting source: Input should be 'synthetic', 'binance'"),
     ],
