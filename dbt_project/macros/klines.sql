@@ -36,7 +36,9 @@
     - taker_volume_capped: taker-buy volume above the candle's volume is capped at the volume.
     - num_trades_imputed: a missing trade count becomes 0.
     - dropped (is_dropped, kept here, filtered out downstream): a missing or non-positive price or a
-      negative or missing volume cannot be repaired without inventing a price.
+      negative or missing volume cannot be repaired without inventing a price; so is a negative
+      quote volume. A missing quote volume (an upload of OHLCV only) is not a reason: it stays
+      unknown, and so do the quote volume and VWAP of the periods it falls in.
     Prices are never capped: a real crash or squeeze must reach the marts as it happened.
 
     Kline staging is the one staging layer materialized (incremental, not a view): it is the
@@ -120,7 +122,7 @@ repaired as (
         *,
         coalesce(
             open_price <= 0 or high_price <= 0 or low_price <= 0 or close_price <= 0
-            or volume < 0 or quote_volume < 0,
+            or volume < 0 or coalesce(quote_volume < 0, false),
             true
         ) as is_dropped,
         concat_ws(
@@ -166,8 +168,15 @@ final as (
         volume,
         quote_volume,
         coalesce(reported_num_trades, 0) as num_trades,
-        least(reported_taker_buy_base_volume, volume) as taker_buy_base_volume,
-        least(reported_taker_buy_quote_volume, quote_volume) as taker_buy_quote_volume,
+        -- least() skips nulls: an unknown taker volume must stay unknown, not become the volume.
+        case
+            when reported_taker_buy_base_volume is not null
+                then least(reported_taker_buy_base_volume, volume)
+        end as taker_buy_base_volume,
+        case
+            when reported_taker_buy_quote_volume is not null
+                then least(reported_taker_buy_quote_volume, quote_volume)
+        end as taker_buy_quote_volume,
         duplicate_copies,
         nullif(repair_list, '') as repair_rules,
         is_dropped,

@@ -77,9 +77,13 @@ def ohlc(exps: list) -> None:
         exps.append(
             gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=column, column_B="low", or_equal=True)
         )
+    # An unknown taker volume (an upload of OHLCV only) stays unknown: only known pairs compare.
     exps.append(
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A="volume", column_B="taker_buy_base_volume", or_equal=True
+            column_A="volume",
+            column_B="taker_buy_base_volume",
+            or_equal=True,
+            ignore_row_if="either_value_is_missing",
         )
     )
 
@@ -91,7 +95,8 @@ def rollup_errors(frame: pd.DataFrame, inputs: pd.DataFrame | None) -> pd.DataFr
     """check__rollup_<measure>_error: relative difference to the sum of the 1-minute inputs.
 
     Only rows built from 1-minute candles are compared; a 1m-built row with no inputs is an
-    error of 1 (100%).
+    error of 1 (100%), and so is a total known on one side only. A total unknown on both sides
+    (the quote volume of an upload that had none) agrees.
     """
     if inputs is None:
         return frame
@@ -101,13 +106,16 @@ def rollup_errors(frame: pd.DataFrame, inputs: pd.DataFrame | None) -> pd.DataFr
     inputs = inputs.assign(open_ms=_epoch_ms(inputs["open_time"])).drop(columns="open_time")
     joined = keyed.merge(inputs, on=["market", "symbol", "open_ms"], how="left").sort_values("_row")
     from_minutes = (frame["source_interval"] == "1m").to_numpy(dtype=bool, na_value=False)
+    has_inputs = joined["input_candle_count"].notna().to_numpy()
     out = {}
     for measure in ROLLUP_MEASURES:
         mart = frame[measure].to_numpy(dtype="float64", na_value=np.nan)
         expected = joined[f"input_{measure}"].to_numpy(dtype="float64", na_value=np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             error = np.abs(mart - expected) / np.maximum(np.abs(expected), 1e-12)
-        error = np.where(np.isnan(expected), 1.0, np.where(np.isnan(error), 0.0, error))
+        both_unknown = np.isnan(mart) & np.isnan(expected)
+        error = np.where(both_unknown, 0.0, np.where(np.isnan(error), 1.0, error))
+        error = np.where(has_inputs, error, 1.0)
         out[f"check__rollup_{measure}_error"] = np.where(from_minutes, error, np.nan)
     return frame.assign(**out)
 

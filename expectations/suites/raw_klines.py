@@ -81,9 +81,12 @@ def build_suite(params: dict) -> gx.ExpectationSuite:
         "taker_buy_quote_volume",
     ):
         exps.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0))
+    # Uploads may not know the quote or taker volumes (null): only known pairs are compared.
     for total, taker in (("volume", "taker_buy_base_volume"), ("quote_volume", "taker_buy_quote_volume")):
         exps.append(
-            gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A=total, column_B=taker, or_equal=True)
+            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A=total, column_B=taker, or_equal=True, ignore_row_if="either_value_is_missing"
+            )
         )
     add_key_unique(exps, KEY)
     exps.append(

@@ -1188,6 +1188,38 @@ def test_trades_and_exchange_info_landed_twice_keep_the_copy_their_rule_prefers(
     ]
 
 
+def test_an_upload_without_quote_or_taker_volumes_reaches_the_published_marts_with_them_unknown(tmp_path):
+    """OHLCV only (what `lakehouse upload` documents): the candles are kept, not dropped; the
+    unknown volumes stay null through staging (not the volume), the rollups and gate 2."""
+    from flows.publish import publish_marts
+
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    minutes = candles("BTCUSDT", "2026-10-01", 120, 100.0)
+    unknown = ["quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume"]
+    land_klines(settings.lake_dir, minutes.assign(**dict.fromkeys(unknown, np.nan)), "upload", FIRST_LOAD)
+
+    build_marts(settings)
+    published = publish_marts(settings)
+
+    staged = query(
+        settings,
+        "select count(*) filter (where is_dropped), count(*), count(taker_buy_base_volume), "
+        "count(taker_buy_quote_volume), count(quote_volume) from staging.stg_upload__klines",
+    )
+    assert staged.values.tolist() == [[0, 120, 0, 0, 0]]
+    hourly = query(
+        settings,
+        "select volume, quote_volume, vwap, taker_buy_base_volume, close, is_complete "
+        "from marts.fct_klines_hourly order by open_time",
+    )
+    volumes = minutes.groupby(minutes["open_time"].dt.floor("h"))["volume"].sum().tolist()
+    assert hourly["volume"].tolist() == volumes
+    assert hourly[["quote_volume", "vwap", "taker_buy_base_volume"]].isna().all().all()
+    assert hourly["close"].tolist() == [minutes["close"].iloc[59], minutes["close"].iloc[119]]
+    assert hourly["is_complete"].tolist() == [True, True]
+    assert published.tables["fct_klines_hourly"] == 2 and all(r.success for r in published.gate)
+
+
 def test_volatility_and_technicals_equal_an_independent_computation(tmp_path):
     """22 days of a random walk: realized volatility (hourly, daily, rolling), close-to-close
     volatility, the annualized columns and Bollinger bands against pandas, to float rounding."""

@@ -216,3 +216,46 @@ def test_cli_upload_hands_what_it_landed_to_the_raw_gate(lake_dir, tmp_path, mon
     path.write_text("timestamp,open,high,low,close,volume\n2025-10-01T00:00:00Z,1,2,0.5,1.5,3\n")
     assert main(["upload", str(path), "--symbol", "BTCUSDT", "--interval", "1m"]) == 0
     assert len(seen) == 1
+
+
+def test_cli_upload_of_the_documented_columns_passes_gate_1_and_an_all_bad_one_fails(
+    lake_dir, tmp_path, capsys
+):
+    """The help's own columns (timestamp, open, high, low, close, volume) reach raw: the unknown
+    taker and quote volumes are not compared. A file gate 1 takes none of fails in one line."""
+    good = tmp_path / "good.csv"
+    good.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "2025-10-01T00:00:00Z,100,110,90,105,2.5\n"
+        "2025-10-01T00:01:00Z,105,106,104,104.5,1.0\n"
+        "2025-10-01T00:02:00Z,104.5,107,103,106,4.0\n"
+    )
+    assert main(["upload", str(good), "--symbol", "BTCUSDT", "--interval", "1m"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "not in the file: close_time (derived from the interval); quote_volume, taker_buy_base_volume, "
+        "taker_buy_quote_volume (left unknown); num_trades (0)"
+    ) in out
+    assert "│ upload.klines │ 1       │ 3        │ 0           │ True    │" in out
+    files = sorted((lake_dir / "raw" / "upload" / "klines").rglob("*.parquet"))
+    raw = pd.concat([pq.read_table(f, partitioning=None).to_pandas() for f in files])
+    assert raw["close"].tolist() == [105, 104.5, 106]
+    assert raw["taker_buy_base_volume"].isna().all() and raw["quote_volume"].isna().all()
+    assert not (lake_dir / "quarantine").exists() or not list((lake_dir / "quarantine").rglob("*.parquet"))
+
+    # Every candle's high below its low: nothing can be accepted.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "2025-10-02T00:00:00Z,100,90,110,105,2.5\n"
+        "2025-10-02T00:01:00Z,105,100,108,104.5,1.0\n"
+    )
+    assert main(["upload", str(bad), "--symbol", "BTCUSDT", "--interval", "1m"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: gate 1 quarantined all 2 rows of bad.csv (failed: ")
+    assert "expect_column_pair_values_a_to_be_greater_than_b(column_A=high, column_B=low" in err
+    assert err.endswith(
+        "`lakehouse quarantine list` shows why, `lakehouse quarantine release` re-admits them after a fix\n"
+    )
+    assert err.count("\n") == 1
+    assert sorted((lake_dir / "raw" / "upload" / "klines").rglob("*.parquet")) == files
