@@ -39,6 +39,34 @@ def _root(
     """Global options; --debug is read by main() before the command runs."""
 
 
+DEBUG = False  # set by main() from --debug
+
+
+def console_without_tracebacks() -> None:
+    """Keep Prefect's console log lines but not the tracebacks it logs for a failing task or
+    flow: without --debug a failed run ends with one line saying what failed, where and what to
+    do. Only the console's formatting changes; the Prefect UI's logs keep the tracebacks."""
+    import logging
+
+    if DEBUG:
+        return
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.StreamHandler) or getattr(handler, "_lakehouse_quiet", False):
+            continue
+        original = handler.format
+
+        def without_traceback(record: logging.LogRecord, original=original) -> str:
+            saved = record.exc_info, record.exc_text, record.stack_info
+            record.exc_info = record.exc_text = record.stack_info = None
+            try:
+                return original(record)
+            finally:
+                record.exc_info, record.exc_text, record.stack_info = saved
+
+        handler.format = without_traceback
+        handler._lakehouse_quiet = True
+
+
 def parse_day(value: str | None, option: str) -> date | None:
     if value is None:
         return None
@@ -115,6 +143,8 @@ def run(
     ensure_prefect_home()
     from flows.pipeline import lakehouse, make_task_runner
     from flows.report import print_run_summary
+
+    console_without_tracebacks()
 
     make_task_runner(task_runner, dask_address)  # a bad choice fails here, before any work
     summary = lakehouse(settings=settings, task_runner=task_runner, dask_address=dask_address)
@@ -684,7 +714,8 @@ def usage_line(exc: ClickException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clear line for any error, a traceback only with --debug."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    global DEBUG
+    debug = DEBUG = "--debug" in argv
     if debug:  # accepted anywhere on the line, as the README puts it: `--debug` shows the traceback
         argv = ["--debug", *(arg for arg in argv if arg != "--debug")]
     try:

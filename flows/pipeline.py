@@ -55,7 +55,7 @@ STAGE_HINTS = {
         "the failing models or tests above, fix them and rerun (`lakehouse build` rebuilds alone)"
     ),
     "publish": (
-        "gate 2 or the export failed, so CURRENT still names the previous snapshot. Open "
+        "gate 2 or the export failed, so nothing new was published. Open "
         "`make dq-report` for the failed expectations, fix the model or data and rerun"
     ),
 }
@@ -229,7 +229,30 @@ def ingest(slices: list[Settings], run_key: str, backfill: bool = False) -> Land
         raise LakehouseError(
             f"no slice landed: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
         )
+    if slices and not any(result.refs.values()) and not lake_holds_data(slices[0].lake_dir):
+        raise LakehouseError(nothing_to_build(slices[0], result.notes))
     return result
+
+
+def lake_holds_data(lake_dir: Path) -> bool:
+    """Whether any batch is in raw or landing (stops at the first file found)."""
+    return any(
+        next((Path(lake_dir) / zone).rglob("*.parquet"), None) is not None for zone in ("raw", "landing")
+    )
+
+
+def nothing_to_build(settings: Settings, notes: dict) -> str:
+    """Why a first run has nothing to build, and where the data should come from."""
+    message = f"nothing landed and {settings.lake_dir} holds no data yet, so there is nothing to build"
+    if settings.source in ("archive", "upload"):
+        failed = (notes.get("inbox") or {}).get("failed") or []
+        if failed:
+            return f"{message}: every inbox file failed ({failed[0]}); see {settings.inbox / 'failed'}"
+        return (
+            f"{message}: the inbox {settings.inbox} has no files; copy Binance archive zips or "
+            "SYMBOL-INTERVAL-*.csv/.json files there, or use `lakehouse import-archive` / `lakehouse upload`"
+        )
+    return f"{message}: check the source settings (symbols, intervals, --start/--end)"
 
 
 @flow(name="validate_raw")

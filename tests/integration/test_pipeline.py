@@ -259,6 +259,29 @@ def test_a_run_where_nothing_landed_and_slices_failed_stops_before_building(stag
     )
 
 
+def test_a_first_run_with_an_empty_inbox_says_so_and_builds_nothing(monkeypatch, lake_dir):
+    """Nothing landed and nothing in the lake: the run stops at ingest naming the inbox, instead
+    of building empty marts that gate 2 then rejects for reasons a user cannot trace."""
+    fake = patch_stages(monkeypatch, Stages(), land=False)
+    settings = load_settings(lake_dir=lake_dir, source="upload")
+    state = pipeline.lakehouse(settings=settings, return_state=True)
+
+    assert state.is_failed()
+    assert fake.calls["validate"] == fake.calls["build"] == fake.calls["publish"] == 0
+    paragraph = artifacts_of(state.state_details.flow_run_id)["lakehouse-failure"]["data"]
+    assert paragraph.startswith(
+        f"The lakehouse run failed in the ingest stage on {lake_dir}: nothing landed and {lake_dir} "
+        f"holds no data yet, so there is nothing to build: the inbox {lake_dir / 'inbox'} has no files; "
+        "copy Binance archive zips or SYMBOL-INTERVAL-*.csv/.json files there"
+    )
+
+    # Once the lake holds data, a run that lands nothing new goes on (an hourly run often does).
+    (lake_dir / "raw" / "upload").mkdir(parents=True)
+    (lake_dir / "raw" / "upload" / "x.parquet").write_bytes(b"")
+    assert pipeline.lakehouse(settings=settings, return_state=True).is_completed()
+    assert fake.calls["publish"] == 1
+
+
 def test_retried_flow_run_does_not_redo_finished_stages(stages, binance_settings):
     stages.publish_faults = 2  # the task's own retry fails too, so the flow run is retried
     retrying = pipeline.lakehouse.with_options(retries=1, retry_delay_seconds=0)

@@ -199,3 +199,45 @@ def test_query_json_gives_every_float_exactly(lake_dir, capsys):
         "SHIBUSDT,1.2345678901234e-05",
         "ETHUSDT,3036.7495791278234",
     ]
+
+
+def test_a_failed_run_logs_no_traceback_to_the_console_but_keeps_it_for_other_handlers(monkeypatch):
+    """Prefect logs a failing task's traceback through the root logger's console handler;
+    without --debug the console keeps the line and drops the traceback. A handler of its own
+    (Prefect's API log handler) still gets the exception."""
+    import io
+    import logging
+
+    import flows.cli
+
+    console, api = io.StringIO(), []
+    handler = logging.StreamHandler(console)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            api.append(record.exc_info is not None)
+
+    logger = logging.getLogger("lakehouse-test-run")
+    monkeypatch.setattr(logger, "handlers", [Keep()])
+    monkeypatch.setattr(flows.cli, "DEBUG", False)
+    flows.cli.console_without_tracebacks()
+    flows.cli.console_without_tracebacks()  # twice (two runs in one process): still one wrapper
+    try:
+        raise ValueError("no space left")
+    except ValueError:
+        logger.exception("Task run failed with exception: %s", "ValueError('no space left')")
+
+    assert console.getvalue() == "Task run failed with exception: ValueError('no space left')\n"
+    assert api == [True]
+
+    monkeypatch.setattr(flows.cli, "DEBUG", True)
+    debug_console = io.StringIO()
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler(debug_console)])
+    flows.cli.console_without_tracebacks()
+    try:
+        raise ValueError("no space left")
+    except ValueError:
+        logger.exception("failed")
+    assert "Traceback (most recent call last)" in debug_console.getvalue()
