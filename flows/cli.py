@@ -281,8 +281,8 @@ def snapshots(
 
 @app.command()
 def dashboard(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     lake_dir: LakeDir = None,
 ) -> None:
     """Serve the Streamlit marts dashboard (reads only the published snapshot)."""
@@ -294,8 +294,8 @@ def dashboard(
 
 @app.command()
 def docs(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8080,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     lake_dir: LakeDir = None,
 ) -> None:
     """Generate dbt docs (lineage from sources to dashboard exposures) and serve them."""
@@ -307,8 +307,8 @@ def docs(
 
 @app.command("dq-report")
 def dq_report(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8081,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8081,
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Only build; print the path.")] = False,
     lake_dir: LakeDir = None,
 ) -> None:

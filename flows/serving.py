@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from flows.errors import LakehouseError
 from flows.settings import PROJECT_ROOT, Settings
 
 DASHBOARD_APP = PROJECT_ROOT / "dashboards" / "streamlit_app.py"
@@ -39,15 +40,38 @@ def dashboard_command(settings: Settings, host: str, port: int) -> tuple[list[st
     return command, env
 
 
+def require_free_port(host: str, port: int, what: str) -> None:
+    """Fail in one line, before printing a URL, when something already listens on host:port."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers do: a port left in TIME_WAIT by an earlier server counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise LakehouseError(
+                    f"port {port} on {host} is already in use, so the {what} cannot start there; "
+                    "stop what uses it or pick another with --port"
+                ) from exc
+            raise LakehouseError(f"cannot serve the {what} on {host}:{port}: {exc.strerror or exc}") from exc
+
+
 def serve_dashboard(settings: Settings, host: str, port: int) -> None:
     command, env = dashboard_command(settings, host, port)
+    require_free_port(host, port, "dashboard")
     typer.echo(f"dashboard on http://{host}:{port} (Ctrl-C stops it)")
-    _run_foreground(command, env=env, cwd=PROJECT_ROOT)
+    _run_foreground(command, env=env, cwd=PROJECT_ROOT, what="dashboard")
 
 
 def serve_dbt_docs(settings: Settings, host: str, port: int) -> None:
     from flows.transform import dbt_env, dbt_paths, run_dbt
 
+    require_free_port(host, port, "dbt docs")
     run_dbt(settings, "docs", "generate")
     target, logs = dbt_paths(settings)
     typer.echo(f"dbt docs on http://{host}:{port} (Ctrl-C stops it)")
@@ -69,7 +93,7 @@ def serve_dbt_docs(settings: Settings, host: str, port: int) -> None:
         "--log-path",
         str(logs),
     ]
-    _run_foreground(command, env=dbt_env(settings), cwd=PROJECT_ROOT / "dbt_project")
+    _run_foreground(command, env=dbt_env(settings), cwd=PROJECT_ROOT / "dbt_project", what="dbt docs server")
 
 
 def build_data_docs(settings: Settings, rebuild: bool = False) -> Path:
@@ -96,6 +120,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def serve_data_docs(settings: Settings, host: str, port: int, serve: bool = True) -> None:
+    if serve:
+        require_free_port(host, port, "Data Docs server")
     index = build_data_docs(settings)
     typer.echo(f"Data Docs index: {index}")
     if not serve:
@@ -106,10 +132,13 @@ def serve_data_docs(settings: Settings, host: str, port: int, serve: bool = True
             server.serve_forever()
 
 
-def _run_foreground(command: list[str], env: dict[str, str], cwd: Path) -> None:
+def _run_foreground(command: list[str], env: dict[str, str], cwd: Path, what: str) -> None:
     process = subprocess.Popen(command, env=env, cwd=cwd)
     try:
-        process.wait()
+        code = process.wait()
     except KeyboardInterrupt:
         process.terminate()
         process.wait(timeout=10)
+        return
+    if code not in (0, -2, 130):  # 0, or stopped by Ctrl-C
+        raise LakehouseError(f"the {what} stopped with exit code {code}; its own messages are above")

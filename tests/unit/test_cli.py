@@ -241,3 +241,24 @@ def test_a_failed_run_logs_no_traceback_to_the_console_but_keeps_it_for_other_ha
     except ValueError:
         logger.exception("failed")
     assert "Traceback (most recent call last)" in debug_console.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("command", "what"), [("dashboard", "dashboard"), ("docs", "dbt docs"), ("dq-report", "Data Docs server")]
+)
+def test_a_server_whose_port_is_taken_fails_in_one_line_before_printing_a_url(
+    command, what, lake_dir, capsys
+):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main([command, "--port", str(port)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: port {port} on 127.0.0.1 is already in use, so the {what} cannot start there; "
+        "stop what uses it or pick another with --port\n"
+    )
