@@ -303,6 +303,7 @@ class TradeCollector:
         self.max_backoff = max_backoff
         self.on_flush = on_flush
         self.stats = StreamStats()
+        self.last_error: str | None = None  # why the last connection attempt or connection ended
         self.landed = {symbol: IdRanges() for symbol in self.symbols}
         # Websocket frames stay raw until the flush parses them in bulk (Arrow, off the loop);
         # REST rows arrive already parsed as tuples in _ROW_FIELDS order.
@@ -396,6 +397,7 @@ class TradeCollector:
                         f"websocket URL {self.url} is not valid; check LAKEHOUSE_BINANCE_WS_URL"
                     ) from exc
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     log.warning("stream %s disconnected: %s", self.url, exc)
                 if self._stop.is_set():
                     return
@@ -907,4 +909,13 @@ def run_stream(settings: Settings, duration: float | None = None, **options) -> 
     if duration is not None and duration <= 0:
         raise LakehouseError(f"--duration {duration} must be a positive number of seconds")
     collector = TradeCollector(settings, **options)
-    return asyncio.run(collector.run(duration=duration))
+    stats = asyncio.run(collector.run(duration=duration))
+    if stats.connects == 0:
+        setting = "BINANCE_FUTURES_WS_URL" if collector.market == "usdm" else "BINANCE_WS_URL"
+        raise LakehouseError(
+            f"could not connect to {collector.url} in "
+            f"{f'{duration:g} s' if duration is not None else 'the time it ran'} "
+            f"({collector.last_error or 'no answer'}); nothing was landed. Check the network, or "
+            f"LAKEHOUSE_{setting} for a mirror or a local replay server"
+        )
+    return stats

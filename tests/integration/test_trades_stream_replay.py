@@ -462,3 +462,28 @@ def test_prefect_trade_stream_flow_lands_the_stream_and_reports_counters(
         assert server.delivered[0].is_set()
     assert ids_of(lake_trades(lake_dir), "BTCUSDT") == list(range(3_000, 3_050))
     assert (counters["landed"], counters["malformed"], counters["connects"]) == (50, 0, 1)
+
+
+def test_a_stream_that_never_connects_fails_in_one_line_and_lands_nothing(lake_dir: Path) -> None:
+    import socket
+
+    from flows.errors import LakehouseError
+    from flows.sources.trades_stream import run_stream
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = load_settings(lake_dir=lake_dir, symbols="BTCUSDT")
+    with pytest.raises(LakehouseError) as failure:
+        run_stream(
+            settings, duration=1.5, ws_root=f"ws://127.0.0.1:{port}", rest_url=f"http://127.0.0.1:{port}"
+        )
+    message = str(failure.value)
+    assert message.startswith(
+        f"could not connect to ws://127.0.0.1:{port}/stream?streams=btcusdt@aggTrade in 1.5 s (ClientConnectorError: "
+    )
+    assert message.endswith(
+        "nothing was landed. Check the network, or LAKEHOUSE_BINANCE_WS_URL for a mirror or a local replay server"
+    )
+    assert "\n" not in message
+    assert not (lake_dir / "raw").exists() or not list((lake_dir / "raw").rglob("*.parquet"))
