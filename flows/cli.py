@@ -174,6 +174,25 @@ def ingest(
         ["dataset", "batches", "rows"],
         [[name, len(refs), sum(r.rows for r in refs)] for name, refs in result.refs.items()],
     )
+    if "inbox" in result.notes:
+        echo_inbox(settings, result.notes["inbox"])
+
+
+def echo_inbox(settings, report: dict[str, list[str]]) -> None:
+    """What became of each inbox file; a file that failed makes the command fail, in one line."""
+    inbox = settings.inbox
+    done, failed, waiting = report.get("done", []), report.get("failed", []), report.get("waiting", [])
+    if not (done or failed or waiting):
+        typer.echo(f"the inbox {inbox} has no files: copy archive zips or SYMBOL-INTERVAL-*.csv/.json there")
+        return
+    typer.echo(f"inbox {inbox}: {len(done)} landed (moved to done/), {len(waiting)} still being copied")
+    for line in failed:
+        typer.echo(f"failed: {line}", err=True)
+    if failed:
+        raise LakehouseError(
+            f"{len(failed)} inbox file(s) failed (above) and were moved to {inbox / 'failed'}, each with "
+            "a .reason.txt; fix them and copy them back into the inbox"
+        )
 
 
 @app.command()

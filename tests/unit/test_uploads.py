@@ -259,3 +259,30 @@ def test_cli_upload_of_the_documented_columns_passes_gate_1_and_an_all_bad_one_f
     )
     assert err.count("\n") == 1
     assert sorted((lake_dir / "raw" / "upload" / "klines").rglob("*.parquet")) == files
+
+
+def test_cli_ingest_from_the_inbox_names_what_failed_and_exits_nonzero(lake_dir, capsys):
+    inbox = lake_dir / "inbox"
+    inbox.mkdir(parents=True)
+    assert main(["ingest", "--source", "upload"]) == 0
+    assert f"the inbox {inbox} has no files: copy archive zips or SYMBOL-INTERVAL-*.csv/.json there" in (
+        capsys.readouterr().out
+    )
+
+    (inbox / "BTCUSDT-1m-good.csv").write_text(
+        "timestamp,open,high,low,close,volume\n2025-10-01T00:00:00Z,1,2,0.5,1.5,3\n"
+    )
+    (inbox / "BTCUSDT-1m-bad.csv").write_text("timestamp,open\n2025-10-01T00:00:00Z,1\n")
+    for path in inbox.iterdir():
+        os.utime(path, (path.stat().st_mtime - 60,) * 2)  # settled: not still being copied
+    assert main(["ingest", "--source", "upload"]) == 1
+    captured = capsys.readouterr()
+    assert f"inbox {inbox}: 1 landed (moved to done/), 0 still being copied" in captured.out
+    assert captured.err.splitlines() == [
+        "failed: BTCUSDT-1m-bad.csv: BTCUSDT-1m-bad.csv lacks column(s) high, low, close, volume; an upload "
+        "needs timestamp, open, high, low, close, volume (other Binance kline columns are used when present)",
+        f"error: 1 inbox file(s) failed (above) and were moved to {inbox / 'failed'}, each with a .reason.txt; "
+        "fix them and copy them back into the inbox",
+    ]
+    assert (inbox / "failed" / "BTCUSDT-1m-bad.csv.reason.txt").exists()
+    assert len(landed(lake_dir)) == 1
