@@ -36,7 +36,10 @@ def raw_row_counts(lake_dir: Path) -> dict[str, int]:
 # Where each kind of injected synthetic defect is meant to be caught (see docs/reliability.md).
 DEFECT_CATCHERS = {
     "missing_values": "gate 1 quarantine (klines, transactions); staging imputation (users, network)",
-    "outliers": "gate 1 flag, then staging capping",
+    "outliers": (
+        "gate 1 flag; staging caps user balances and nulls gas spikes; fct_transactions flags amount "
+        "outliers and leaves them out of sums; kline spikes stay (prices are never capped)"
+    ),
     "out_of_range": "gate 1 quarantine (klines); staging repair (users, transactions, network)",
     "invalid_candles": "gate 1 quarantine",
     "duplicate_keys": "gate 1 quarantine (both rows)",

@@ -96,7 +96,7 @@ def build_suite(params: dict) -> gx.ExpectationSuite:
                 max_value=p["wick_ratio"],
                 description=f"Flag only: a wick more than {p['wick_ratio']:g}x beyond the candle body "
                 "(high / max(open, close) or min(open, close) / low) is counted, not quarantined; "
-                "staging caps it.",
+                "prices are never capped (a real squeeze must reach the marts).",
             )
         )
     )

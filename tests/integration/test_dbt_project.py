@@ -1296,11 +1296,12 @@ def test_amount_and_fee_outliers_follow_the_robust_z_score_within_each_type(tmp_
     fee = 0.001 * (1.0 + (i % 5) * 0.02)
     fee[3] *= 100  # a trade
     amount[25] *= 50  # a withdrawal
+    amount[8] *= 50  # a trade of user 1
     frame = pd.DataFrame(
         {
             "tx_id": i + 1,
             "occurred_at": pd.Timestamp("2026-10-01T00:10", tz="UTC") + pd.to_timedelta(i, unit="min"),
-            "from_user_id": -1,
+            "from_user_id": np.where(i % 2 == 0, 1, 2),  # trades: user 1 the even ones, user 2 the odd
             "to_user_id": -1,
             "from_address": "0xaa",
             "to_address": "0xbb",
@@ -1314,16 +1315,47 @@ def test_amount_and_fee_outliers_follow_the_robust_z_score_within_each_type(tmp_
         }
     )
     land_raw_activity(lake, "transactions", frame, FIRST_LOAD)
+    users = pd.DataFrame(
+        {
+            "user_id": [1, 2],
+            "wallet_address": ["0x01", "0x02"],
+            "registered_at": pd.Timestamp("2026-09-01", tz="UTC"),
+            "last_login_at": pd.Timestamp("2026-10-01", tz="UTC"),
+            "account_balance_usd": 100.0,
+            "country": "DE",
+            "device_type": "ios",
+            "vip_tier": 1,
+            "kyc_level": 1,
+            "is_active": True,
+        }
+    )
+    land_raw_activity(lake, "users", users, FIRST_LOAD)
 
     build_marts(settings)
 
     tx = query(
         settings,
-        "select tx_id, tx_type, amount_usd, fee_usd, is_amount_outlier, is_fee_outlier "
+        "select tx_id, tx_type, amount_usd, fee_usd, is_amount_outlier, is_fee_outlier, from_user_id "
         "from marts.fct_transactions order by tx_id",
     )
     assert tx.loc[tx["is_fee_outlier"], "tx_id"].tolist() == [4]
-    assert tx.loc[tx["is_amount_outlier"], "tx_id"].tolist() == [26]
+    assert tx.loc[tx["is_amount_outlier"], "tx_id"].tolist() == [9, 26]
+    # Top traders leave the outlier out of the sums, as the daily activity mart does: user 1's
+    # 50x trade would otherwise rank them first.
+    trades = tx[(tx["tx_type"] == "trade") & ~tx["is_amount_outlier"]]
+    expected = trades.groupby("from_user_id")[["amount_usd", "fee_usd"]].sum()
+    traders = query(
+        settings,
+        "select volume_rank, user_id, trades, outlier_trades, volume_usd, fees_usd from marts.fct_top_traders",
+    )
+    assert traders[["volume_rank", "user_id", "trades", "outlier_trades"]].values.tolist() == [
+        [1, 2, 10, 0],
+        [2, 1, 10, 1],
+    ]
+    assert traders["volume_usd"].tolist() == pytest.approx(
+        expected.loc[[2, 1], "amount_usd"].tolist(), rel=1e-12
+    )
+    assert traders["fees_usd"].tolist() == pytest.approx(expected.loc[[2, 1], "fee_usd"].tolist(), rel=1e-12)
     for measure, flag in (("amount_usd", "is_amount_outlier"), ("fee_usd", "is_fee_outlier")):
         logs = np.log(tx[measure])
         median = logs.groupby(tx["tx_type"]).transform("median")

@@ -1,4 +1,5 @@
-{# The var('top_traders') users with the most completed trade and futures volume in USD. #}
+{# The var('top_traders') users with the most completed trade and futures volume in USD
+   (amount outliers left out of the sums, as in the daily activity mart). #}
 with
 
 trades as (
@@ -11,8 +12,11 @@ per_user as (
         initiator_user_id as user_id,
         count(*) as trades,
         count(*) filter (where tx_type = 'futures') as futures_trades,
-        sum(amount_usd) as volume_usd,
-        sum(fee_usd) as fees_usd,
+        -- As in fct_transaction_activity_daily: amount outliers are counted, not summed, so one
+        -- absurd amount (a unit error upstream) cannot put a user at the top.
+        sum(amount_usd) filter (where not is_amount_outlier) as volume_usd,
+        count(*) filter (where is_amount_outlier) as outlier_trades,
+        sum(fee_usd) filter (where not is_amount_outlier) as fees_usd,
         avg(leverage) filter (where tx_type = 'futures') as average_leverage,
         mode(token_symbol) as favourite_token,
         min(occurred_at) as first_trade_at,
