@@ -155,6 +155,10 @@ def stop(process: subprocess.Popen, grace: float = 20) -> None:
             process.wait(timeout=wait)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_all(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Start a local Prefect server (unless PREFECT_API_URL names one) and the deployments runner.
 
@@ -163,6 +167,11 @@ def serve_all(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """
     ensure_prefect_home()
     read_deployments()  # fail fast on a broken prefect.yaml, before anything starts
+    # The children have their own sessions, so a TERM or HUP sent to this process alone (a
+    # process manager, a closed terminal) would end it and leave them running: treat both as
+    # Ctrl-C, which stops them below.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     children: list[subprocess.Popen] = []
     api_url = configured_api_url()
     env = dict(os.environ)

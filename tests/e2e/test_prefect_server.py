@@ -158,3 +158,39 @@ def test_refresh_deployment_runs_from_the_cli_and_publishes_a_snapshot(served):
     snapshot = current_snapshot(lake)
     assert snapshot in list_snapshots(lake)
     assert (lake / "marts" / snapshot / "fct_klines_hourly.parquet").is_file()
+
+
+def processes_with_home(home: Path) -> list[int]:
+    """Processes whose environment names this PREFECT_HOME (the server and the runner started)."""
+    marker = f"PREFECT_HOME={home}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+    return found
+
+
+def test_sigterm_to_serve_alone_stops_the_server_and_the_runner_it_started(served):
+    """A process manager (or a closed terminal) signals `lakehouse serve` alone, not its children,
+    which run in their own sessions: they must stop with it, not live on holding the port."""
+    api, env, lake, process, log = served
+    home = Path(env["PREFECT_HOME"])
+    wait_until(
+        lambda: httpx.get(f"{api}/deployments/name/lakehouse/refresh", timeout=10).status_code == 200,
+        STARTUP_LIMIT,
+        "the refresh deployment registered",
+        process,
+        log,
+    )
+    children = [pid for pid in processes_with_home(home) if pid != process.pid]
+    assert len(children) >= 2, log.read_text()  # the server and the runner (and their children)
+
+    os.kill(process.pid, signal.SIGTERM)
+    assert process.wait(timeout=90) == 0, log.read_text()[-3000:]
+
+    assert "stopping" in log.read_text()
+    assert processes_with_home(home) == []
+    assert not port_open(int(api.split(":")[2].split("/")[0]))
