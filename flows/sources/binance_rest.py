@@ -155,6 +155,23 @@ class Pacer:
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
 
+def unresolved_host(exc: BaseException) -> str | None:
+    """The host a requests error could not resolve by DNS, if that is what it is."""
+    from urllib3.exceptions import NameResolutionError
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # requests' error -> urllib3's MaxRetryError -> NameResolutionError
+        if seen is None:
+            return None
+        if isinstance(seen, NameResolutionError):
+            return str(getattr(seen, "_host", None) or getattr(seen.conn, "host", None) or "the API host")
+        nested = getattr(seen, "reason", None)
+        if not isinstance(nested, BaseException):
+            nested = next((a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)), None)
+        seen = nested or seen.__cause__ or seen.__context__
+    return None
+
+
 class BinanceRest:
     """python-binance's Client for one market, with Binance's documented limits obeyed."""
 
@@ -225,6 +242,15 @@ class BinanceRest:
                 requests.exceptions.ChunkedEncodingError,
                 BinanceRequestException,
             ) as exc:
+                host = unresolved_host(exc)
+                if host is not None:
+                    # No DNS answer for the host: no network here, or a mistyped URL. Retrying
+                    # with backoff only made a run without network take minutes to say so.
+                    raise BinanceUnavailable(
+                        f"cannot resolve {host} for {what} (no network, or a wrong host in "
+                        "LAKEHOUSE_BINANCE_API_URL / LAKEHOUSE_BINANCE_FUTURES_API_URL); "
+                        "check them and rerun"
+                    ) from exc
                 if attempt >= pacer.max_retries:
                     reason = type(exc).__name__
                     raise BinanceUnavailable(

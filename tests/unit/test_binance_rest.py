@@ -460,3 +460,29 @@ def test_without_weight_headers_the_pacer_counts_weight_itself_per_minute():
     pacer.observe({}, 4)
     pacer.before(4)
     assert waits == [61.0] and pacer.used_weight == 4
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_naming_it(fake, lake_dir):
+    """No network (or a mistyped host): one try, no backoff, one line naming the host and settings,
+    as python-binance raises it (requests' ConnectionError over urllib3's NameResolutionError)."""
+    import socket
+
+    from urllib3.exceptions import MaxRetryError, NameResolutionError
+
+    fake.add("spot", "BTCUSDT", "1m", [row(T0, 100)])
+    unresolved = NameResolutionError(
+        "api.binance.com", None, socket.gaierror(-2, "Name or service not known")
+    )
+    fake.faults += [
+        ("*", requests.exceptions.ConnectionError(MaxRetryError(None, "/api/v3/klines", unresolved)))
+    ]
+    waits: list[float] = []
+    with pytest.raises(LakehouseError) as failure:
+        run(make_settings(lake_dir), sleep=waits.append)
+    assert waits == [] and len(fake.requests) == 1
+    assert str(failure.value) == (
+        "no klines landed: BTCUSDT 1m (spot): cannot resolve api.binance.com for spot klines BTCUSDT 1m "
+        "from 2025-10-01 00:00:00 (no network, or a wrong host in LAKEHOUSE_BINANCE_API_URL / "
+        "LAKEHOUSE_BINANCE_FUTURES_API_URL); check them and rerun"
+    )
+    assert landed(lake_dir).empty
