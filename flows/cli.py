@@ -267,6 +267,8 @@ def query(
         raise LakehouseError(f"--format {format!r} is not one of table, csv, json")
     if (sql is None) == (analysis is None):
         raise LakehouseError('give either SQL (lakehouse query "select ...") or --analysis NAME')
+    if dbt_vars is not None and analysis is None:
+        raise LakehouseError("--vars sets dbt vars of an analysis; use it with --analysis NAME")
     extra_dirs: list[Path] = []
     if analysis:
         sql = compile_analysis(settings, analysis, dbt_vars)
@@ -690,7 +692,7 @@ def quarantine_list(lake_dir: LakeDir = None) -> None:
 @quarantine_app.command("show")
 def quarantine_show(
     batch_id: Annotated[str, typer.Argument(help="Batch id (or a unique prefix) from `quarantine list`.")],
-    rows: Annotated[int, typer.Option(help="How many quarantined rows to print.")] = 20,
+    rows: Annotated[int, typer.Option(min=1, help="How many quarantined rows to print.")] = 20,
     lake_dir: LakeDir = None,
 ) -> None:
     """Show why a batch was quarantined and its rows, each with the expectations it failed."""

@@ -60,6 +60,12 @@ def run_query(lake_dir: Path, sql: str, extra_dirs: list[Path] | tuple = ()) -> 
                 f"query must be read-only SQL (select/with/describe...), got {first_word or 'nothing'!r}"
             )
         try:
+            count = len(con.extract_statements(statement))
+            if count > 1:
+                # DuckDB would run them all and show only the last result.
+                raise LakehouseError(
+                    f"query holds {count} SQL statements; give one at a time (each its own `lakehouse query`)"
+                )
             return con.execute(statement).df()
         except duckdb.Error as exc:
             raise LakehouseError(query_error(str(exc), marts(con))) from exc
@@ -96,6 +102,8 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return frame.to_csv(index=False).rstrip("\n")
     if fmt == "json":
         return json_records(frame)
+    if frame.empty:  # not pandas' "Empty DataFrame / Columns: [...] / Index: []"
+        return f"(no rows; columns: {', '.join(map(str, frame.columns))})"
     with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
         return frame.to_string(index=False)
 

@@ -122,9 +122,10 @@ def parse_times(values: pd.Series, name: str, column: str) -> pd.Series:
     bad = parsed.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
+        value = values.iloc[row]
+        what = "is empty" if pd.isna(value) or not str(value).strip() else f"{value!r} is not a time"
         raise LakehouseError(
-            f"{name} row {row + 1}: {column} {values.iloc[row]!r} is not a time "
-            "(use epoch ms or ISO 8601, e.g. 2026-10-01T00:00:00Z)"
+            f"{name} row {row + 1}: {column} {what} (use epoch ms or ISO 8601, e.g. 2026-10-01T00:00:00Z)"
         )
     return parsed
 

@@ -176,6 +176,17 @@ def test_a_failing_query_says_in_one_line_what_duckdb_suggests_and_what_to_run(l
     )
     assert main(["query", "show tables", "-f", "csv"]) == 0
     assert capsys.readouterr().out.splitlines() == ["name", "fct_klines_daily"]
+    # DuckDB runs every statement and returns the last result: one at a time instead.
+    assert error("select 1; select close from fct_klines_daily") == (
+        "error: query holds 2 SQL statements; give one at a time (each its own `lakehouse query`)"
+    )
+    assert main(["query", "select 1", "--vars", "{symbol: ETHUSDT}"]) == 1
+    assert (
+        capsys.readouterr().err == "error: --vars sets dbt vars of an analysis; use it with --analysis NAME\n"
+    )
+    # An empty result names its columns (pandas would print "Empty DataFrame ... Index: []").
+    assert main(["query", "select symbol, close from fct_klines_daily where close < 0"]) == 0
+    assert capsys.readouterr().out == "(no rows; columns: symbol, close)\n"
 
 
 def test_query_json_gives_every_float_exactly(lake_dir, capsys):

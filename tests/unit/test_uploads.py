@@ -115,6 +115,23 @@ def test_a_non_numeric_value_names_its_row(settings, tmp_path):
     assert landed(settings.lake_dir).empty
 
 
+@pytest.mark.parametrize(
+    ("cell", "said"), [("", "close_time is empty"), ("soon", "close_time 'soon' is not a time")]
+)
+def test_a_bad_time_cell_names_its_row_and_what_is_wrong(settings, tmp_path, cell, said):
+    path = tmp_path / "times.csv"
+    path.write_text(
+        "timestamp,close_time,open,high,low,close,volume\n"
+        f"2025-10-01T00:00:00Z,2025-10-01T00:00:59.999Z,1,2,0.5,1.5,3\n2025-10-01T00:01:00Z,{cell},1,2,0.5,1.5,3\n"
+    )
+    with pytest.raises(LakehouseError) as failure:
+        land_upload(path, settings, symbol="BTCUSDT", interval="1m", now_ms=NOW)
+    assert str(failure.value) == (
+        f"times.csv row 2: {said} (use epoch ms or ISO 8601, e.g. 2026-10-01T00:00:00Z)"
+    )
+    assert landed(settings.lake_dir).empty
+
+
 def test_the_candle_still_open_is_skipped(settings, tmp_path):
     path = tmp_path / "live.csv"
     path.write_text(
