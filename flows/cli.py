@@ -756,6 +756,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         typer.echo(f"error: {exc}", err=True)
         return 1
+    except PermissionError as exc:
+        if debug:
+            raise
+        where = exc.filename or "a file of the lake"
+        typer.echo(
+            f"error: permission denied on {where}: this command writes there; give your user write "
+            "access (the folder's owner and mode) or point --lake-dir / LAKEHOUSE_LAKE_DIR at a lake you own",
+            err=True,
+        )
+        return 1
     except Exception as exc:
         if debug:
             raise

@@ -273,3 +273,26 @@ def test_a_server_whose_port_is_taken_fails_in_one_line_before_printing_a_url(
         f"error: port {port} on 127.0.0.1 is already in use, so the {what} cannot start there; "
         "stop what uses it or pick another with --port\n"
     )
+
+
+def test_a_read_only_lake_says_which_file_it_could_not_write(lake_dir, capsys, monkeypatch):
+    """The tests run as root, who may write anywhere: the refusal a user meets is raised here as
+    the operating system raises it when CURRENT's temporary file cannot be created."""
+    import flows.lake
+    from flows.lake import current_snapshot, snapshot_path, swap_current
+
+    for snapshot in ("20261001T000000000000Z", "20261002T000000000000Z"):
+        snapshot_path(lake_dir, snapshot).mkdir(parents=True)
+    swap_current(lake_dir, "20261002T000000000000Z")
+    partial = lake_dir / "marts" / "CURRENT.partial"
+
+    def read_only(path, text):
+        raise PermissionError(13, "Permission denied", str(partial))
+
+    monkeypatch.setattr(flows.lake, "write_text_atomic", read_only)
+    assert main(["snapshots", "--rollback", "20261001T000000000000Z"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: permission denied on {partial}: this command writes there; give your user write access "
+        "(the folder's owner and mode) or point --lake-dir / LAKEHOUSE_LAKE_DIR at a lake you own\n"
+    )
+    assert current_snapshot(lake_dir) == "20261002T000000000000Z"
