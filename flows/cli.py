@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -550,6 +550,12 @@ def download_archive(
     )
     check_lake_dir(settings.lake_dir)
     downloaded = download_archives(settings, dest=dest)
+    if not (downloaded.files or downloaded.missing or downloaded.errors):
+        today = datetime.now(UTC).date()
+        raise LakehouseError(
+            f"no archive can exist for {settings.start}..{settings.end} yet: data.binance.vision publishes "
+            f"days before today ({today}) and months before this one; give an earlier --start/--end"
+        )
     typer.echo(f"{len(downloaded.files)} archives downloaded, {len(downloaded.missing)} not published")
     for line in downloaded.errors:
         typer.echo(f"error: {line}", err=True)

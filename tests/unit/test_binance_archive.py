@@ -291,3 +291,11 @@ def test_cli_download_archive_lands_what_it_downloaded(lake_dir, tmp_path, monke
     assert (lake_dir / "downloads" / archive_path("usdm", "BTCUSDT", "1h", "2024-01")).exists()
     frame = landed(lake_dir)
     assert len(frame) == 24 and set(frame["market"]) == {"usdm"}
+
+    # A range with nothing finished yet: no request can succeed, so none is made.
+    with ArchiveServer(remote) as server:
+        monkeypatch.setenv("LAKEHOUSE_ARCHIVE_BASE_URL", server.url)
+        assert main([*args, "--start", "2099-01-01", "--end", "2099-02-01"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no archive can exist for 2099-01-01..2099-02-01 yet: data.binance.vision")
+    assert err.endswith("give an earlier --start/--end\n") and err.count("\n") == 1
