@@ -224,7 +224,7 @@ def test_build_runs_every_model_and_test(built):
     _, _, result = built
     assert result.models >= 30
     assert result.tests >= 100
-    assert result.unit_tests == 15
+    assert result.unit_tests == 16
 
 
 def test_every_model_and_every_column_it_builds_is_described(built):
@@ -394,7 +394,8 @@ def test_derived_calendar_and_spread_columns(built):
     each transaction's UTC hour and ISO weekday, and each pair hour's spread from its own fit."""
     settings, _, _ = built
     users = query(settings, "select user_id, days_since_registration from marts.dim_users order by user_id")
-    assert users.values.tolist() == [[1, 31], [2, 17], [3, 1]]  # day boundaries crossed
+    # Whole days to the as-of time (the latest login, 10-02 00:00): user 3 registered 12 hours before.
+    assert users.values.tolist() == [[1, 31], [2, 17], [3, 0]]
     tx = query(settings, "select tx_id, hour_of_day, day_of_week from marts.fct_transactions order by tx_id")
     assert tx.values.tolist() == [[1, 3, 4], [2, 4, 4], [3, 8, 5], [4, 9, 5]]  # Thursday, Friday
     pairs = query(
@@ -1251,11 +1252,8 @@ def test_volatility_and_technicals_equal_an_independent_computation(tmp_path):
         {
             "log_return": daily["log_return"],
             "realized_volatility_annualized": daily["realized"] * year,
-            "close_to_close_7d_annualized": daily["log_return"]
-            .rolling(7, min_periods=1)
-            .std()
-            .where(np.arange(22) >= 6)
-            * year,
+            # Seven returns: the first day has none, so the 8th day is the first with a value.
+            "close_to_close_7d_annualized": daily["log_return"].rolling(7).std() * year,
             "realized_7d_annualized": np.sqrt((daily["realized"] ** 2).rolling(7).mean()) * year,
             "realized_30d_annualized": np.nan,  # fewer than 30 days
         }
@@ -1356,6 +1354,17 @@ def test_amount_and_fee_outliers_follow_the_robust_z_score_within_each_type(tmp_
         expected.loc[[2, 1], "amount_usd"].tolist(), rel=1e-12
     )
     assert traders["fees_usd"].tolist() == pytest.approx(expected.loc[[2, 1], "fee_usd"].tolist(), rel=1e-12)
+    # So do every user mart's volumes (a 50x trade and a 50x withdrawal would swamp them).
+    kept = tx[~tx["is_amount_outlier"]]
+    monetary = query(settings, "select user_id, monetary_usd from marts.dim_users order by user_id")
+    per_user = kept.groupby("from_user_id")["amount_usd"].sum()
+    assert monetary["monetary_usd"].tolist() == pytest.approx(per_user.loc[[1, 2]].tolist(), rel=1e-12)
+    daily = query(settings, "select volume_usd, fees_usd from marts.fct_user_activity_daily")
+    assert daily.values.tolist() == [
+        [pytest.approx(kept["amount_usd"].sum(), rel=1e-12), pytest.approx(kept["fee_usd"].sum(), rel=1e-12)]
+    ]
+    country = query(settings, "select country, volume_usd from marts.fct_users_by_country")
+    assert country.values.tolist() == [["DE", pytest.approx(kept["amount_usd"].sum(), rel=1e-12)]]
     for measure, flag in (("amount_usd", "is_amount_outlier"), ("fee_usd", "is_fee_outlier")):
         logs = np.log(tx[measure])
         median = logs.groupby(tx["tx_type"]).transform("median")

@@ -11,8 +11,12 @@ final as (
         count(*) as transactions,
         count(*) / sum(count(*)) over () as share_of_transactions,
         count(distinct initiator_user_id) as users,
-        sum(amount_usd) as volume_usd,
-        sum(amount_usd) / sum(sum(amount_usd)) over () as share_of_volume,
+        -- Volume is what was executed: completed transactions, amount outliers left out (as in
+        -- the other volume marts); the counts above cover every status.
+        sum(amount_usd) filter (where is_completed and is_amount_outlier is not true) as volume_usd,
+        sum(amount_usd) filter (where is_completed and is_amount_outlier is not true)
+        / sum(sum(amount_usd) filter (where is_completed and is_amount_outlier is not true)) over ()
+            as share_of_volume,
         avg(fee_usd) as average_fee_usd
     from futures
     group by leverage

@@ -1,7 +1,8 @@
 {#
     One row per user with RFM scores over completed transactions the user initiated:
     - recency_days: days from the last one to the as-of time (var('as_of'), else the latest
-      transaction in the data); frequency: how many; monetary_usd: their USD volume.
+      transaction in the data); frequency: how many; monetary_usd: their USD volume, amount
+      outliers (flagged in fct_transactions) left out, as in the daily activity marts.
     - each is scored 1-5 by quintile among active users (5 = most recent / most / largest);
       ties are split by user_id so the scores are reproducible.
     - segment, first rule that matches: no_activity (no transactions), champions (R, F, M >= 4),
@@ -35,7 +36,7 @@ activity as (
         min(occurred_at) as first_transaction_at,
         max(occurred_at) as last_transaction_at,
         count(*) as frequency,
-        coalesce(sum(amount_usd), 0) as monetary_usd
+        coalesce(sum(amount_usd) filter (where is_amount_outlier is not true), 0) as monetary_usd
     from transactions
     group by initiator_user_id
 ),

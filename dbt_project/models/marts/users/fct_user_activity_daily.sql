@@ -23,8 +23,14 @@ final as (
         ) as first_time_users,
         count(*) as transactions,
         count(*) filter (where transactions.is_completed) as completed_transactions,
-        sum(transactions.amount_usd) filter (where transactions.is_completed) as volume_usd,
-        sum(transactions.fee_usd) filter (where transactions.is_completed) as fees_usd,
+        -- Amount outliers (flagged in fct_transactions) are left out of the sums, as in
+        -- fct_transaction_activity_daily: one unit error upstream would swamp a day's volume.
+        sum(transactions.amount_usd) filter (
+            where transactions.is_completed and transactions.is_amount_outlier is not true
+        ) as volume_usd,
+        sum(transactions.fee_usd) filter (
+            where transactions.is_completed and transactions.is_amount_outlier is not true
+        ) as fees_usd,
         count(*) / count(distinct transactions.initiator_user_id) as transactions_per_user
     from transactions
     inner join first_days on transactions.initiator_user_id = first_days.initiator_user_id

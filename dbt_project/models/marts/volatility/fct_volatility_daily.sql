@@ -6,7 +6,7 @@
     - garman_klass: sqrt(0.5 ln(high/low)^2 - (2 ln 2 - 1) ln(close/open)^2).
     - close_to_close_7d/30d: sample stddev of daily log returns over the trailing window.
     - rolling realized 7d/30d: root mean square of the daily realized volatility in the window.
-    Rolling values are null until the window is full.
+    Rolling values are null until the window is full (close-to-close: 7 or 30 daily returns).
 #}
 with
 
@@ -37,6 +37,10 @@ rolling as (
         *,
         count(*) over last_7d as days_in_7d,
         count(*) over last_30d as days_in_30d,
+        -- A series' first day (or the day after a missing one) has no return: close-to-close
+        -- needs as many returns as days, not only days.
+        count(log_return) over last_7d as returns_in_7d,
+        count(log_return) over last_30d as returns_in_30d,
         stddev_samp(log_return) over last_7d as close_to_close_7d,
         stddev_samp(log_return) over last_30d as close_to_close_30d,
         sqrt(avg(realized_volatility * realized_volatility) over last_7d) as realized_7d,
@@ -65,8 +69,8 @@ final as (
         realized_volatility * sqrt(365) as realized_volatility_annualized,
         parkinson_volatility * sqrt(365) as parkinson_volatility_annualized,
         garman_klass_volatility * sqrt(365) as garman_klass_volatility_annualized,
-        case when days_in_7d = 7 then close_to_close_7d * sqrt(365) end as close_to_close_7d_annualized,
-        case when days_in_30d = 30 then close_to_close_30d * sqrt(365) end as close_to_close_30d_annualized,
+        case when returns_in_7d = 7 then close_to_close_7d * sqrt(365) end as close_to_close_7d_annualized,
+        case when returns_in_30d = 30 then close_to_close_30d * sqrt(365) end as close_to_close_30d_annualized,
         case when days_in_7d = 7 then realized_7d * sqrt(365) end as realized_7d_annualized,
         case when days_in_30d = 30 then realized_30d * sqrt(365) end as realized_30d_annualized
     from rolling

@@ -100,7 +100,7 @@ final as (
         cast(repaired.registered_at as date) as registration_date,
         extract(hour from repaired.registered_at) as registration_hour,
         isodow(repaired.registered_at) as registration_day_of_week,
-        date_diff('day', repaired.registered_at, as_of.as_of_at) as days_since_registration,
+        date_sub('day', repaired.registered_at, as_of.as_of_at) as days_since_registration,
         repaired.duplicate_copies,
         nullif(repaired.repair_list, '') as repair_rules,
         repaired.user_id is null or repaired.registered_at is null as is_dropped,
