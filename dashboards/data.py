@@ -201,6 +201,8 @@ COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         "tx_count": ("tx_count", "transactions", "transaction_count"),
         "volume_usd": ("completed_volume_usd", "volume_usd", "amount_usd"),
         "fee_usd": ("fees_usd", "fee_usd", "total_fee_usd"),
+        "completed_count": ("completed_transactions",),
+        "outlier_count": ("outlier_transactions",),
     },
     "top_traders": {
         "user_id": ("user_id", "from_user_id", "trader_id"),
@@ -763,13 +765,25 @@ def encode(frame: pd.DataFrame, fmt: str) -> bytes:
 
 
 def token_fees(snapshot: str, start: date | None, end: date | None) -> pd.DataFrame:
-    """Volume and fee-weighted average fee per token over the date range."""
-    mart, cols = resolve(snapshot, "tx_daily", ["time", "token", "tx_count", "volume_usd", "fee_usd"])
+    """Volume and fee-weighted average fee per token over the date range.
+
+    The mart's fees are those of completed transactions that are not amount outliers, so the
+    average divides by that count when the mart has it (not by every transaction)."""
+    mart, cols = resolve(
+        snapshot,
+        "tx_daily",
+        ["time", "token", "tx_count", "volume_usd", "fee_usd"],
+        ("completed_count", "outlier_count"),
+    )
     c = {a: _q(p) for a, p in cols.items()}
     where, params = _where(snapshot, mart, cols, None, None, start, end)
+    if "completed_count" in c and "outlier_count" in c:
+        fee_count = f"sum({c['completed_count']}) - sum({c['outlier_count']})"
+    else:
+        fee_count = f"sum({c['tx_count']})"
     sql = (
         f"select {c['token']} as token, sum({c['volume_usd']}) as volume_usd, "
-        f"sum({c['fee_usd']}) / nullif(sum({c['tx_count']}), 0) as avg_fee_usd, "
+        f"sum({c['fee_usd']}) / nullif({fee_count}, 0) as avg_fee_usd, "
         f"sum({c['tx_count']}) as tx_count from {_q(mart)}{where} group by 1 order by 2 desc"
     )
     return _read(snapshot, sql, tuple(params))

@@ -75,12 +75,14 @@ with ui.section("Cointegration (Augmented Dickey-Fuller on the spread)"):
         row = chosen_row.iloc[0]
         figure = go.Figure(
             go.Bar(
-                x=["ADF statistic", "1%", "5%", "10%"],
+                # Plotly reads "1%" as the number 1: name the critical values as words.
+                x=["ADF statistic", "1% critical", "5% critical", "10% critical"],
                 y=[row.adf_statistic]
                 + [row.get(k, float("nan")) for k in ("critical_1pct", "critical_5pct", "critical_10pct")],
                 marker_color=[theme.YELLOW, theme.MUTED, theme.MUTED, theme.MUTED],
             )
         )
+        figure.update_xaxes(type="category")
         ui.chart(
             figure,
             f"{label}: ADF {row.adf_statistic:.2f}, p = {row.p_value:.3f}",

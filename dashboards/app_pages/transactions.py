@@ -47,9 +47,12 @@ with left, ui.section("Top traders"):
         snapshot, "top_traders", ["user_id", "volume_usd"], ("tx_count", "rank"), order=("rank",)
     )
     traders = ui.require_rows(traders).sort_values("volume_usd", ascending=False).head(20)
-    traders["user_id"] = traders["user_id"].astype(str)
+    # Plotly puts numeric-looking strings on a numeric axis: "user 4261" stays a label.
+    traders["user"] = "user " + traders["user_id"].astype(str)
     ui.chart(
-        px.bar(traders, x="volume_usd", y="user_id", orientation="h").update_yaxes(autorange="reversed"),
+        px.bar(traders, x="volume_usd", y="user", orientation="h").update_yaxes(
+            type="category", autorange="reversed"
+        ),
         "Top traders by volume (USD)",
         key="traders",
     )

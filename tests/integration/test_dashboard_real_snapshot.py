@@ -60,3 +60,41 @@ def test_page_renders_on_pipeline_marts(
         assert [i.value for i in app.info] == ["The trade stream has no rows for these symbols and market."]
     else:
         assert not app.info, [i.value for i in app.info]
+
+
+def test_charts_read_the_marts_as_their_titles_say(
+    published_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Average fee per token divides the fees of completed, non-outlier transactions by their
+    count (not by every transaction); the top traders and ADF charts have category axes (Plotly
+    turned user ids and "1%" labels into numbers and dropped the ADF statistic's bar)."""
+    import json
+
+    import duckdb
+
+    from dashboards import data
+
+    monkeypatch.setenv("LAKEHOUSE_LAKE_DIR", str(published_lake))
+    snapshot = current_snapshot(published_lake)
+    marts = published_lake / "marts" / snapshot
+    fees = data.token_fees(snapshot, None, None).set_index("token")["avg_fee_usd"]
+    expected = duckdb.sql(
+        f"select token_symbol, avg(fee_usd) from '{marts / 'fct_transactions.parquet'}' "
+        "where is_completed and is_amount_outlier is not true group by 1"
+    ).fetchall()
+    assert len(expected) > 1
+    for token, average in expected:
+        assert fees[token] == pytest.approx(average, rel=1e-9), token
+
+    monkeypatch.setattr(BidiComponentManager, "discover_and_register_components", lambda *a, **k: None)
+    for page, key in (("transactions", "traders"), ("pairs", "adf")):
+        app = AppTest.from_file(str(PAGES / f"{page}.py"), default_timeout=120).run()
+        assert not app.exception
+        [chart] = [c for c in app.get("plotly_chart") if f'"{key}"' in c.proto.id or key in c.proto.id]
+        figure = json.loads(chart.proto.spec)
+        axis = figure["layout"]["yaxis" if key == "traders" else "xaxis"]
+        assert axis["type"] == "category", axis
+        if key == "adf":
+            assert figure["data"][0]["x"] == ["ADF statistic", "1% critical", "5% critical", "10% critical"]
+        else:
+            assert all(label.startswith("user ") for label in figure["data"][0]["y"])

@@ -299,3 +299,18 @@ def test_swap_current_alone_switches_what_pages_read(published: Path, marts) -> 
     swap_current(published, "20261102T000000000000Z")
     app.run()
     assert app.get("download_button")[0].proto.label == "Download 1 rows as CSV"
+
+
+def test_quarantine_chart_shows_each_datasets_latest_run_not_the_sum_of_runs(lake_dir: Path, marts) -> None:
+    """Two raw runs that each quarantined the same klines: the bar shows the latest run's 150,
+    not 120 + 150 (the table below still lists both runs)."""
+    runs = marts["fct_data_quality_runs"]
+    again = runs.iloc[[0]].assign(
+        run_id="r3", validated_at=runs["validated_at"].max() + pd.Timedelta(hours=1), rows_quarantined=150
+    )
+    changed = {**marts, "fct_data_quality_runs": pd.concat([runs, again], ignore_index=True)}
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts=changed)
+    app = run_page("data_quality")
+    assert not app.exception, texts(app.exception)
+    [bar] = [spec for spec in chart_specs(app) if spec["data"][0]["type"] == "bar"]
+    assert [(trace["x"], values(trace["y"])) for trace in bar["data"]] == [(["klines"], [150])]
