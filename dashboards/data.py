@@ -193,6 +193,7 @@ COLUMNS: dict[str, dict[str, tuple[str, ...]]] = {
         "amount_usd": ("amount_usd",),
         "fee_usd": ("fee_usd",),
         "leverage": ("leverage",),
+        "amount_outlier": ("is_amount_outlier",),
     },
     "tx_daily": {
         "time": ("activity_date", "date", "day", "occurred_date"),
@@ -633,9 +634,15 @@ def balance_histogram(snapshot: str, bins: int = 12) -> pd.DataFrame:
 
 
 def fee_vs_amount(snapshot: str, start: date, end: date, sample: int = 3000) -> pd.DataFrame:
-    """A repeatable sample of transactions' amount and fee in USD for a scatter."""
-    mart, cols = resolve(snapshot, "transactions", ["time", "amount_usd", "fee_usd", "tx_type"])
+    """A repeatable sample of transactions' amount and fee in USD for a scatter; amount outliers
+    (flagged in fct_transactions, left out of the volume charts too) are left out."""
+    mart, cols = resolve(
+        snapshot, "transactions", ["time", "amount_usd", "fee_usd", "tx_type"], ("amount_outlier",)
+    )
     where, params = _where(snapshot, mart, cols, None, None, start, end)
+    if "amount_outlier" in cols:
+        flag = f"{_q(cols['amount_outlier'])} is not true"
+        where = f"{where} and {flag}" if where else f" where {flag}"
     sql = (
         f"select {_q(cols['amount_usd'])} as amount_usd, {_q(cols['fee_usd'])} as fee_usd, "
         f"{_q(cols['tx_type'])} as tx_type from {_q(mart)}{where} "

@@ -26,10 +26,15 @@ with ui.section("Headline"):
 
 with ui.section("Freshness per feed"):
     feeds = data.freshness(snapshot)
-    as_of = feeds["latest"].max()
+    # The quality runs' time is when the gates ran, not a time in the data: it sets no as-of.
+    is_data = feeds["feed"] != "quality runs"
+    as_of = feeds.loc[is_data, "latest"].max()
     st.markdown(f"**Data as of {as_of:%Y-%m-%d %H:%M} UTC**" if pd.notna(as_of) else "No feed data.")
     behind = (as_of - feeds["latest"]).dt.total_seconds() / 3600
-    feeds["behind newest feed"] = ["no data" if pd.isna(h) else f"{h:,.1f} h" for h in behind]
+    feeds["behind newest feed"] = [
+        "no data" if pd.isna(h) else (f"{h:,.1f} h" if data_feed else "(when the gates ran)")
+        for h, data_feed in zip(behind, is_data, strict=True)
+    ]
     rows = dict(zip(feeds["feed"], feeds["rows"].fillna(0).astype(int), strict=True))
     ui.metric_row(
         [

@@ -3,7 +3,7 @@
 import plotly.express as px
 import streamlit as st
 
-from dashboards import data, ui
+from dashboards import data, theme, ui
 
 snapshot, chosen = ui.start_page("Transactions", symbols=False)
 
@@ -17,21 +17,33 @@ with ui.section("Volume over time"):
         end=chosen.end,
     )
     ui.require_rows(daily)
+    # One colour per type on every chart of the page (plotly assigns them in order of appearance).
+    type_colors = {
+        tx_type: theme.COLORWAY[i % len(theme.COLORWAY)]
+        for i, tx_type in enumerate(sorted(daily["tx_type"].unique()))
+    }
     ui.chart(
-        px.bar(daily, x="time", y="volume_usd", color="tx_type"),
+        px.bar(daily, x="time", y="volume_usd", color="tx_type", color_discrete_map=type_colors),
         "Volume (USD) per day by type",
         key="tx_volume",
     )
     left, right = st.columns(2)
     with left:
         ui.chart(
-            px.pie(daily, names="tx_type", values="tx_count", hole=0.5),
+            px.pie(
+                daily,
+                names="tx_type",
+                values="tx_count",
+                hole=0.5,
+                color="tx_type",
+                color_discrete_map=type_colors,
+            ),
             "Transactions by type",
             key="tx_types",
         )
     with right:
         ui.chart(
-            px.bar(daily, x="token", y="volume_usd", color="tx_type"),
+            px.bar(daily, x="token", y="volume_usd", color="tx_type", color_discrete_map=type_colors),
             "Volume (USD) by token",
             key="tx_tokens",
         )
@@ -66,7 +78,16 @@ left, right = st.columns(2)
 with left, ui.section("Fee vs amount"):
     sample = ui.require_rows(data.fee_vs_amount(snapshot, chosen.start, chosen.end))
     ui.chart(
-        px.scatter(sample, x="amount_usd", y="fee_usd", color="tx_type", log_x=True, log_y=True, opacity=0.6),
+        px.scatter(
+            sample,
+            x="amount_usd",
+            y="fee_usd",
+            color="tx_type",
+            color_discrete_map=type_colors,
+            log_x=True,
+            log_y=True,
+            opacity=0.6,
+        ),
         "Fee vs amount (USD, sample)",
         key="fee_amount",
     )

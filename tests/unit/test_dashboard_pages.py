@@ -314,3 +314,40 @@ def test_quarantine_chart_shows_each_datasets_latest_run_not_the_sum_of_runs(lak
     assert not app.exception, texts(app.exception)
     [bar] = [spec for spec in chart_specs(app) if spec["data"][0]["type"] == "bar"]
     assert [(trace["x"], values(trace["y"])) for trace in bar["data"]] == [(["klines"], [150])]
+
+
+def test_overview_as_of_is_the_newest_data_not_the_gate_run(lake_dir: Path, marts) -> None:
+    """The quality runs' time is when the gates ran (here a week after the data): it must not set
+    the data's as-of time, or every feed looks a week behind."""
+    runs = marts["fct_data_quality_runs"]
+    later = runs.assign(validated_at=runs["validated_at"] + pd.Timedelta(days=7))
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts={**marts, "fct_data_quality_runs": later})
+    feeds = data.freshness(SNAPSHOT).set_index("feed")["latest"]
+    newest = feeds.drop("quality runs").max()
+    assert feeds["quality runs"] > newest
+    app = run_page("overview")
+    assert not app.exception, texts(app.exception)
+    assert f"**Data as of {newest:%Y-%m-%d %H:%M} UTC**" in texts(app.markdown)
+
+
+def test_transactions_page_colours_each_type_alike_and_leaves_outliers_out_of_the_scatter(
+    lake_dir: Path, marts
+) -> None:
+    tx = marts["fct_transactions"]
+    outlier = tx.iloc[[0]].assign(tx_id="tx9999999", amount_usd=5.4e18)
+    flagged = pd.concat(
+        [tx.assign(is_amount_outlier=False), outlier.assign(is_amount_outlier=True)], ignore_index=True
+    )
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts={**marts, "fct_transactions": flagged})
+    app = run_page("transactions")
+    assert not app.exception, texts(app.exception)
+    specs = {spec["layout"]["title"]["text"]: spec for spec in chart_specs(app)}
+    colours = []
+    for title in ("Volume (USD) per day by type", "Volume (USD) by token", "Fee vs amount (USD, sample)"):
+        colours.append({trace["name"]: trace["marker"]["color"] for trace in specs[title]["data"]})
+    pie = specs["Transactions by type"]["data"][0]
+    colours.append(dict(zip(pie["labels"], pie["marker"]["colors"], strict=True)))
+    assert len(colours[0]) > 1 and all(c == colours[0] for c in colours[1:]), colours
+    # The scatter's rows: every transaction but the flagged one (a sample larger than the mart).
+    scatter = data.fee_vs_amount(SNAPSHOT, None, None, sample=10 * len(flagged))
+    assert len(scatter) == len(tx) and scatter["amount_usd"].max() < 5.4e18
