@@ -1,51 +1,36 @@
 {# How many rows each staging rule repaired or dropped, and how many duplicate copies collapsed. #}
 with
 
+{#- (dataset, model, whether it repairs rows). Trades and exchange info are typed as they come:
+    nothing to repair, only copies to collapse. #}
 {% set staged = [
-    ('klines', 'stg_binance__klines'),
-    ('klines', 'stg_archive__klines'),
-    ('klines', 'stg_upload__klines'),
-    ('klines', 'stg_synthetic__klines'),
-    ('users', 'stg_synthetic__users'),
-    ('transactions', 'stg_synthetic__transactions'),
-    ('network', 'stg_synthetic__network'),
+    ('klines', 'stg_binance__klines', true),
+    ('klines', 'stg_archive__klines', true),
+    ('klines', 'stg_upload__klines', true),
+    ('klines', 'stg_synthetic__klines', true),
+    ('users', 'stg_synthetic__users', true),
+    ('transactions', 'stg_synthetic__transactions', true),
+    ('network', 'stg_synthetic__network', true),
+    ('trades', 'stg_binance__trades', false),
+    ('exchange_info', 'stg_binance__exchange_info', false),
 ] %}
 
-{% for dataset, model in staged %}
+{% for dataset, model, repairs in staged %}
     {{ model }} as (
         select
             '{{ model }}' as model_name,
             source,
             '{{ dataset }}' as dataset,
-            repair_rules,
-            is_dropped,
+            {{ 'repair_rules' if repairs else 'cast(null as varchar) as repair_rules' }},
+            {{ 'is_dropped' if repairs else 'false as is_dropped' }},
             duplicate_copies
         from {{ ref(model) }}
-    ),
-{% endfor %}
-
-{# Trades and exchange info are typed as they come: nothing to repair, only copies to collapse. #}
-{% set deduplicated_only = [
-    ('trades', 'stg_binance__trades'),
-    ('exchange_info', 'stg_binance__exchange_info'),
-] %}
-
-{% for dataset, model in deduplicated_only %}
-    {{ model }} as (
-        select
-            '{{ model }}' as model_name,
-            source,
-            '{{ dataset }}' as dataset,
-            cast(null as varchar) as repair_rules,
-            false as is_dropped,
-            duplicate_copies
-        from {{ ref(model) }}
-        where duplicate_copies > 1
+        {% if not repairs %}where duplicate_copies > 1{% endif %}
     ),
 {% endfor %}
 
 staged_rows as (
-    {% for _, model in staged + deduplicated_only %}
+    {% for _, model, _ in staged %}
         select * from {{ model }}
         {% if not loop.last %}union all{% endif %}
     {% endfor %}

@@ -1,7 +1,12 @@
 with
 
 futures as (
-    select * from {{ ref('fct_transactions') }}
+    select
+        *,
+        -- Volume is what was executed: completed transactions, amount outliers left out (as in
+        -- the other volume marts); the counts below cover every status.
+        case when is_completed and is_amount_outlier is not true then amount_usd end as executed_usd
+    from {{ ref('fct_transactions') }}
     where tx_type = 'futures'
 ),
 
@@ -11,12 +16,8 @@ final as (
         count(*) as transactions,
         count(*) / sum(count(*)) over () as share_of_transactions,
         count(distinct initiator_user_id) as users,
-        -- Volume is what was executed: completed transactions, amount outliers left out (as in
-        -- the other volume marts); the counts above cover every status.
-        sum(amount_usd) filter (where is_completed and is_amount_outlier is not true) as volume_usd,
-        sum(amount_usd) filter (where is_completed and is_amount_outlier is not true)
-        / sum(sum(amount_usd) filter (where is_completed and is_amount_outlier is not true)) over ()
-            as share_of_volume,
+        sum(executed_usd) as volume_usd,
+        sum(executed_usd) / sum(sum(executed_usd)) over () as share_of_volume,
         avg(fee_usd) as average_fee_usd
     from futures
     group by leverage
