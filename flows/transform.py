@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fnmatch
 import glob
 import hashlib
@@ -325,12 +326,24 @@ class DbtWorker:
         self._close_files()
 
 
-_WARM: dict[Path, DbtWorker] = {}
+_WARM: dict[Path, DbtWorker] = {}  # lake -> the warm worker of the block that holds the lake
 _WARM_LOCK = threading.Lock()
+# The worker of the warm_build block this code runs in (Prefect's subflows and tasks see it).
+_OWN_WARM: contextvars.ContextVar[DbtWorker | None] = contextvars.ContextVar("own_warm", default=None)
+
+
+class _NoWorker:
+    """What warm_build yields while another block of this process holds the same lake."""
+
+    def landed(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @contextlib.contextmanager
-def warm_build(settings: Settings, full_refresh: bool = False) -> Iterator[DbtWorker]:
+def warm_build(settings: Settings, full_refresh: bool = False) -> Iterator[DbtWorker | _NoWorker]:
     """Start dbt for this lake's next build now; a build inside the block uses it.
 
     The flow opens this before landing; landing and gate 1 take longer than dbt's start-up. When
@@ -339,18 +352,27 @@ def warm_build(settings: Settings, full_refresh: bool = False) -> Iterator[DbtWo
     the end of the block the worker is waited for (it writes the build's manifest after the
     build returns), or stopped if the block did not use it. Yields the worker; calling its
     `close` inside the block waits there instead (the flow does, while it holds the lake's lock).
+
+    Only the block's own build takes its worker. While another block of this process holds the
+    same lake (two runs of one lake at once), this one starts no worker (two would parse into
+    the same folder) and its build starts dbt itself: taking or stopping the other block's
+    worker left that run writing to a closed worker, or unsure its manifest was written.
     """
     key = settings.lake_dir.resolve()
     incremental = not full_refresh and (state_dir(settings) / "manifest.json").exists()
-    worker = DbtWorker(settings, preload=incremental and warehouse_path(settings).exists())
     with _WARM_LOCK:
-        previous = _WARM.pop(key, None)
-        _WARM[key] = worker
-    if previous is not None:
-        previous.close()
+        held = key in _WARM
+        if not held:
+            worker = DbtWorker(settings, preload=incremental and warehouse_path(settings).exists())
+            _WARM[key] = worker
+    if held:
+        yield _NoWorker()
+        return
+    token = _OWN_WARM.set(worker)
     try:
         yield worker
     finally:
+        _OWN_WARM.reset(token)
         with _WARM_LOCK:
             if _WARM.get(key) is worker:
                 del _WARM[key]
@@ -358,14 +380,14 @@ def warm_build(settings: Settings, full_refresh: bool = False) -> Iterator[DbtWo
 
 
 def take_worker(settings: Settings) -> tuple[DbtWorker, bool]:
-    """The warm worker started for this lake, else a new one (started now); and whether the
-    caller must close it (a warm worker is closed by its warm_build block)."""
+    """The warm worker started for this lake by the block this runs in, else a new one (started
+    now); and whether the caller must close it (a warm worker is closed by its warm_build block)."""
+    key = settings.lake_dir.resolve()
+    own = _OWN_WARM.get()
     with _WARM_LOCK:
-        worker = _WARM.pop(settings.lake_dir.resolve(), None)
+        worker = _WARM.pop(key) if own is not None and _WARM.get(key) is own else None
     if worker is not None and worker.process.poll() is None:
         return worker, False
-    if worker is not None:
-        worker.close()
     return DbtWorker(settings), True
 
 

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -705,6 +706,33 @@ def test_an_unused_warm_worker_stops_with_the_block_and_changes_nothing(tmp_path
     assert "--preload" not in worker.process.args  # a first build is a full build
     assert not warehouse_path(settings).exists()
     assert not (transform.dbt_paths(settings)[0] / "run_results.json").exists()
+
+
+def test_a_second_run_of_the_same_lake_leaves_the_first_runs_warm_worker_alone(tmp_path):
+    """Two runs of one lake in one process (two threads): the second starts no worker of its own
+    beside the first's and never takes or stops the first's; its build starts dbt itself."""
+    settings = load_settings(lake_dir=tmp_path / "lake", gx_dir=tmp_path / "gx")
+    seen: list = []
+
+    def second_run() -> None:  # a thread starts with a context of its own, as a second run does
+        with transform.warm_build(settings) as second:
+            second.landed()
+            seen.append((second, *transform.take_worker(settings)))
+
+    with transform.warm_build(settings) as first:
+        thread = threading.Thread(target=second_run)
+        thread.start()
+        thread.join()
+        second, taken, owned = seen[0]
+        assert not isinstance(second, transform.DbtWorker)
+        assert owned and taken is not first
+        taken.close()
+        assert taken.process.returncode == 0
+        assert first.process.poll() is None  # still waiting for its own run's command
+        first.landed()  # its stdin is open: this wrote to it (it raised when the other run had closed it)
+        assert first.preloading
+        assert transform.take_worker(settings) == (first, False)
+    assert first.process.returncode == 0
 
 
 def test_a_file_changed_while_the_build_ran_is_built_again_next_time(tmp_path, monkeypatch):

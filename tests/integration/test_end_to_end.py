@@ -18,6 +18,7 @@ HOURLY = "select * from fct_klines_hourly order by market, symbol, open_time"
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, prefect_harness):
     from flows.pipeline import lakehouse
+    from flows.transform import take_worker as transform_take_worker
 
     root = tmp_path_factory.mktemp("e2e")
     settings = load_settings(
@@ -27,11 +28,26 @@ def two_runs(tmp_path_factory, prefect_harness):
         start=date(2026, 10, 1),
         end=date(2026, 10, 4),
     )
-    first = lakehouse(settings=settings)
-    first_hourly = run_query(settings.lake_dir, HOURLY)
-    first_raw = raw_row_counts(settings.lake_dir)
-    second = lakehouse(settings=settings)
+    taken: list[bool] = []  # per build: whether it had to start dbt itself
+
+    def take_worker(settings):
+        worker, owned = transform_take_worker(settings)
+        taken.append(owned)
+        return worker, owned
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("flows.transform.take_worker", take_worker)
+        first = lakehouse(settings=settings)
+        first_hourly = run_query(settings.lake_dir, HOURLY)
+        first_raw = raw_row_counts(settings.lake_dir)
+        second = lakehouse(settings=settings)
+    first["dbt_started_by_build"], second["dbt_started_by_build"] = taken
     return settings, first, first_hourly, first_raw, second
+
+
+def test_each_runs_build_uses_the_dbt_worker_its_run_started_beside_landing(two_runs):
+    _, first, _, _, second = two_runs
+    assert (first["dbt_started_by_build"], second["dbt_started_by_build"]) == (False, False)
 
 
 def test_every_layer_has_rows_and_a_snapshot_is_published(two_runs):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.parse
 from collections import Counter
 from datetime import date
@@ -309,9 +310,14 @@ def test_two_simultaneous_runs_never_validate_build_or_publish_at_once(stages, s
     monkeypatch.setattr(pipeline, "announce_wait", announce)
     settings = settings.model_copy(update={"source": "synthetic"})
     summaries: list[dict] = []
+    errors: list[str] = []
 
     def run() -> None:
-        summaries.append(pipeline.lakehouse(settings=settings))
+        try:
+            summaries.append(pipeline.lakehouse(settings=settings))
+        except BaseException:
+            errors.append(traceback.format_exc())
+            raise
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for thread in threads:
@@ -319,6 +325,7 @@ def test_two_simultaneous_runs_never_validate_build_or_publish_at_once(stages, s
     for thread in threads:
         thread.join()
 
+    assert errors == []
     assert len(summaries) == 2
     assert [name for name, _ in stages.events].count("waiting") == 1
     guarded = [(name, ident) for name, ident in stages.events if name != "waiting"]
