@@ -593,7 +593,7 @@ def upload(
     if facts["filled"]:
         typer.echo(f"not in the file: {describe_filled(facts['filled'])}")
     if facts["open_skipped"]:
-        typer.echo(f"{facts['open_skipped']} candles not closed yet were skipped")
+        typer.echo(f"{facts['open_skipped']} candle(s) still open at upload time were skipped")
     if validate and any(result.refs.values()):
         results = admit_landed(settings)
         accepted = sum(r.accepted for r in results)
@@ -724,6 +724,11 @@ def quarantine_release(
 
     settings = settings_from(lake_dir=lake_dir)
     result = release_batch(settings, batch_id)
+    if result.unreadable:
+        raise LakehouseError(
+            f"batch {result.batch_id} stays quarantined: {result.unreadable}; replace the file with a "
+            "fixed copy (see `lakehouse quarantine list`) and release it again"
+        )
     typer.echo(
         f"batch {result.batch_id}: {result.released} rows released to raw, "
         f"{result.still_quarantined} still quarantined"

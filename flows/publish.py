@@ -16,6 +16,7 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flows.errors import LakehouseError
@@ -40,7 +41,7 @@ from flows.quality import (
     record_gate_results,
     validate_frame,
 )
-from flows.settings import Settings
+from flows.settings import PROJECT_ROOT, Settings
 from flows.transform import warehouse_path
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,21 @@ def mart_tables(settings: Settings) -> list[str]:
             "where schema_name = 'marts' and not temporary order by estimated_size desc, table_name"
         ).fetchall()
     return [row[0] for row in rows]
+
+
+def missing_marts(settings: Settings, tables: list[str]) -> list[str]:
+    """Marts of the published snapshot that are models of the project but not in the warehouse.
+
+    Publishing without them would drop them from the new snapshot, and every query, chart and
+    export of them would fail. A mart whose model left the project may go.
+    """
+    current = current_snapshot(settings.lake_dir)
+    if current is None:
+        return []
+    models = PROJECT_ROOT / "dbt_project" / "models" / "marts"
+    project = {path.stem for path in models.rglob("*") if path.suffix in (".sql", ".py")}
+    published = {path.stem for path in snapshot_path(settings.lake_dir, current).glob("*.parquet")}
+    return sorted((published & project) - set(tables))
 
 
 # Parquet key-value metadata of an exported mart: the fingerprint of the table it was copied from.
@@ -308,11 +324,27 @@ def read_mart(path: Path, table: str, params: dict) -> pd.DataFrame:
     data = {}
     with pq.ParquetFile(path, read_dictionary=strings) as file:
         for column in columns:
-            data[column] = file.read(columns=[column]).to_pandas(split_blocks=True, self_destruct=True)[
-                column
-            ]
+            data[column] = not_a_number_as_infinity(file.read(columns=[column])).to_pandas(
+                split_blocks=True, self_destruct=True
+            )[column]
             pa.default_memory_pool().release_unused()
     return pd.DataFrame(data, copy=False)
+
+
+def not_a_number_as_infinity(table: pa.Table) -> pa.Table:
+    """A one-column table whose NaN values (0/0, a regression over a constant series) are +inf.
+
+    pandas reads NaN as a missing value, and GE skips missing values: a NaN z-score or hedge
+    ratio passed every finiteness check, while a null (too little history) is allowed. As +inf
+    it fails them. Only the frame validated changes, never the published file.
+    """
+    column = table.column(0)
+    if not pa.types.is_floating(column.type):
+        return table
+    nan = pc.is_nan(column)
+    if not pc.any(nan).as_py():
+        return table
+    return pa.table({table.column_names[0]: pc.if_else(nan, float("inf"), column)})
 
 
 @dataclass
@@ -393,6 +425,14 @@ def publish_marts(settings: Settings) -> PublishResult:
                     f"the warehouse {warehouse_path(settings)} has no marts, so there is nothing to "
                     f"publish ({f'snapshot {live} stays live' if live else 'nothing was published yet'}); "
                     "build them first with `lakehouse build` (or `lakehouse run`)"
+                )
+            missing = missing_marts(settings, tables)
+            if missing:
+                live = current_snapshot(settings.lake_dir)
+                raise LakehouseError(
+                    f"the warehouse {warehouse_path(settings)} lacks {len(missing)} mart(s) of the published "
+                    f"snapshot {live} ({', '.join(missing)}), so nothing was published and {live} stays "
+                    "live; build them again with `lakehouse build --full-refresh`"
                 )
             # The export runs in a thread, largest mart first, and each mart is validated as
             # soon as its file is written: DuckDB's copy and GE's checks (which hold the GIL)

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from flows.lake import (
     BatchRef,
     iter_batches,
+    lake_lock,
     move_batch,
     reason_json,
     to_arrow,
@@ -364,7 +365,12 @@ def read_outcome(validation) -> Outcome:
             continue
         if indexes is None:
             message = (result.exception_info or {}).get("exception_message")
-            table_level.append(f"{label}: {message}" if message else label)
+            entry = f"{label}: {message}" if message else label
+            table_level.append(entry)
+            # What was found instead: the columns missing and unexpected, or the column's type.
+            found = (details.get("details") or {}).get("mismatched") or details.get("observed_value")
+            if found is not None:
+                samples[entry] = [found]
             continue
         for index in indexes:
             bad_rows[int(index if not isinstance(index, dict) else index.get("index"))].append(label)
@@ -403,8 +409,14 @@ def _chunks(
     tables: list[pa.Table] = []
     rows, size, pending, signature = 0, 0, 0, None
     for ref in refs:
-        with pq.ParquetFile(ref.path(lake_dir, zone), pre_buffer=False, memory_map=True) as file:
-            table = file.read(use_threads=False)  # small files: a thread pool costs more than it gains
+        try:
+            with pq.ParquetFile(ref.path(lake_dir, zone), pre_buffer=False, memory_map=True) as file:
+                table = file.read(use_threads=False)  # small files: a thread pool costs more than it gains
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError) as exc:  # not parquet, truncated: quarantined whole
+            yield [replace(ref, extra={UNREADABLE: f"{type(exc).__name__}: {exc}"})], None, 0
+            continue
         nbytes = table.get_total_buffer_size()  # Table.nbytes takes ten times longer
         full = rows + table.num_rows > CHUNK_ROWS or size + nbytes > CHUNK_BYTES
         if chunk and (full or not table.schema.equals(signature, check_metadata=False)):
@@ -424,6 +436,40 @@ def _chunks(
     if chunk:
         parts.append(_merge(tables))
         yield chunk, _to_pandas(parts), size
+
+
+# The reason's label for a batch file that cannot be read (its sample value is the error).
+UNREADABLE = "the batch file reads as parquet"
+
+
+def _quarantine_unreadable(lake_dir: Path, group: _Group, ref: BatchRef, zone: str) -> None:
+    """A batch file that is not parquet (or is cut short) goes to quarantine as it is, with a
+    reason naming the error; gate 1 goes on with the other batches."""
+    error = ref.extra[UNREADABLE]
+    target = ref.path(lake_dir, "quarantine")
+    previous = _read_reason(target) if zone == "quarantine" else {}
+    if zone == "landing":
+        move_batch(lake_dir, ref, "landing", "quarantine")
+    reason = {
+        "batch_id": ref.batch_id,
+        "source": ref.source,
+        "dataset": ref.dataset,
+        "partition": dict(ref.partitions),
+        "rows_in_batch": None,
+        "rows_accepted": 0,
+        "rows_quarantined": None,
+        "duplicates_collapsed": 0,
+        "whole_batch": True,
+        "failed_expectations": [{"expectation": UNREADABLE, "rows": None, "sample_values": [error]}],
+        "row_reasons": {},
+        "quarantined_at": previous.get("quarantined_at") or utc_now().isoformat(),
+        "validated_at": utc_now().isoformat(),
+    }
+    write_text_atomic(target.with_suffix(".json"), reason_json(reason))
+    log.warning("gate 1: %s is not readable parquet (%s); quarantined whole", target, error)
+    group.result.batches_quarantined += 1
+    group.result.failed_expectations.append(UNREADABLE)
+    group.result.failed_rows[UNREADABLE] += 0
 
 
 def _merge(tables: list[pa.Table]) -> pa.Table:
@@ -533,14 +579,26 @@ def validate_raw(settings: Settings) -> list[GateResult]:
 def validate_zone(
     settings: Settings, zone: str, refs: list[BatchRef] | None = None, build_docs: bool = True
 ) -> list[GateResult]:
-    """Validate batches of a zone (landing, or quarantine on release) and route every row."""
+    """Validate batches of a zone (landing, or quarantine on release) and route every row.
+
+    One gate 1 at a time per lake (`lakehouse validate`, an upload, a release, a run): two would
+    route the same landed files, and the second failed on files the first had moved.
+    """
+    with lake_lock(settings.lake_dir, "gate1"):
+        return _validate_zone(settings, zone, refs, build_docs)
+
+
+def _validate_zone(
+    settings: Settings, zone: str, refs: list[BatchRef] | None, build_docs: bool
+) -> list[GateResult]:
     lake_dir = settings.lake_dir
     if refs is None:
         groups = _group_batches(lake_dir, zone)
     else:
         groups = defaultdict(list)
         for ref in refs:
-            groups[(ref.source, ref.dataset)].append(ref)
+            if ref.path(lake_dir, zone).exists():  # else released or removed meanwhile
+                groups[(ref.source, ref.dataset)].append(ref)
     if not groups:
         return []
     ensure_warehouse_dir(lake_dir)
@@ -563,6 +621,9 @@ def validate_zone(
                 _close_group(group, results)
                 count = len(groups[(source, dataset)])
                 group = _open_group(context, settings, source, dataset, count, validations)
+            if frame is None:
+                _quarantine_unreadable(lake_dir, group, chunk[0], zone)
+                continue
             _validate_chunk(settings, group, chunk, frame, zone)
             del frame
             # Arrow's allocator keeps freed pages per thread; hand them back between chunks.
@@ -744,6 +805,11 @@ def _validate_chunk(settings: Settings, group: _Group, refs: list[BatchRef], fra
         per_batch[int(owner[index])][int(row_in_batch[index])] = labels
         result.failed_rows.update(set(labels))
         result.failed_expectations.extend(labels)
+    if zone == "quarantine" and module is not None and not outcome.table_level:
+        for b, position in _keys_already_in_raw(settings.lake_dir, refs, frame, owner, row_in_batch, key):
+            per_batch[b].setdefault(position, []).append(KEY_IN_RAW)
+            result.failed_rows[KEY_IN_RAW] += 1
+            result.failed_expectations.append(KEY_IN_RAW)
     # Rows left after collapsing copies, for the batches that had copies (owner is sorted).
     kept_rows: dict[int, np.ndarray] = {}
     if len(copies):
@@ -773,6 +839,36 @@ def _validate_chunk(settings: Settings, group: _Group, refs: list[BatchRef], fra
         result.quarantined += quarantined
     if outcome.table_level:
         result.failed_rows.update(dict.fromkeys(outcome.table_level, 0))
+
+
+# The reason's label for a released row whose key its batch's accepted rows in raw already hold.
+KEY_IN_RAW = "its key is not already among its batch's accepted rows in raw"
+
+
+def _keys_already_in_raw(
+    lake_dir: Path,
+    refs: list[BatchRef],
+    frame: pd.DataFrame,
+    owner: np.ndarray,
+    row_in_batch: np.ndarray,
+    key,
+) -> Iterator[tuple[int, int]]:
+    """(batch, row position) of quarantined rows up for release whose natural key the batch's
+    accepted rows in raw already hold: released beside them, a fixed row would repeat a key."""
+    if not key or not set(key) <= set(frame.columns):
+        return
+    for b, ref in enumerate(refs):
+        raw_path = ref.path(lake_dir, "raw")
+        rows = np.flatnonzero(owner == b)
+        if not len(rows) or not raw_path.exists():
+            continue
+        accepted = pq.read_table(raw_path, columns=list(key), partitioning=None).to_pandas()
+        released = frame.iloc[rows][list(key)].reset_index(drop=True)
+        taken = pd.MultiIndex.from_frame(released).isin(
+            pd.MultiIndex.from_frame(accepted.astype(released.dtypes))
+        )
+        for index in rows[taken]:
+            yield b, int(row_in_batch[index])
 
 
 def route_batch(

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows.errors import LakehouseError
-from flows.lake import BatchRef, iter_batches, lake_lock
+from flows.lake import BatchRef, iter_batches
 from flows.settings import Settings
 
 
@@ -41,7 +42,10 @@ def list_quarantine(lake_dir: Path) -> list[QuarantinedBatch]:
             reason = json.loads(path.with_suffix(".json").read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             reason = {}
-        rows = pq.ParquetFile(path).metadata.num_rows
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError):  # quarantined because it is not readable parquet
+            rows = 0
         batches.append(QuarantinedBatch(ref, path, rows, reason))
     return sorted(batches, key=lambda b: (b.reason.get("quarantined_at", ""), b.partition, b.ref.batch_id))
 
@@ -67,7 +71,14 @@ def find_batch(lake_dir: Path, batch_id: str) -> QuarantinedBatch:
 def show_batch(lake_dir: Path, batch_id: str, limit: int = 20) -> tuple[QuarantinedBatch, pd.DataFrame]:
     """A quarantined batch and its first rows, each with the expectations it failed."""
     batch = find_batch(lake_dir, batch_id)
-    frame = pq.read_table(batch.path, partitioning=None).to_pandas().head(limit)
+    try:
+        frame = pq.read_table(batch.path, partitioning=None).to_pandas().head(limit)
+    except (pa.ArrowException, OSError) as exc:
+        raise LakehouseError(
+            f"quarantined batch {batch.ref.batch_id} at {batch.path} is not readable parquet "
+            f"({type(exc).__name__}: {exc}); replace it with a fixed copy and run "
+            f"`lakehouse quarantine release {batch.ref.batch_id}`, or delete it and its .json"
+        ) from None
     reasons = batch.reason.get("row_reasons", {})
     frame.insert(0, "failed", ["; ".join(reasons.get(str(i), [])) for i in range(len(frame))])
     return batch, frame
@@ -79,6 +90,7 @@ class ReleaseResult:
     released: int
     still_quarantined: int
     failed: list[str]
+    unreadable: str = ""  # why the file is not readable parquet (then nothing was validated)
 
 
 def release_batch(settings: Settings, batch_id: str) -> ReleaseResult:
@@ -87,15 +99,26 @@ def release_batch(settings: Settings, batch_id: str) -> ReleaseResult:
     The fix is whatever made the rows valid since: a corrected quarantine file, a parent row that
     has arrived since (referential checks), or a changed suite. Nothing is admitted unvalidated.
     """
-    from flows.quality import validate_zone
+    from flows.quality import UNREADABLE, validate_zone
 
     batch = find_batch(settings.lake_dir, batch_id)
-    with lake_lock(settings.lake_dir, "gate1"):
-        results = validate_zone(settings, "quarantine", refs=[batch.ref])
+    results = validate_zone(settings, "quarantine", refs=[batch.ref])  # holds the gate 1 lock
+    if not results:
+        raise LakehouseError(
+            f"quarantined batch {batch.ref.batch_id} was released or removed meanwhile; "
+            "see `lakehouse quarantine list`"
+        )
     result = results[0]
+    unreadable = ""
+    if UNREADABLE in result.failed_expectations:
+        reason = json.loads(batch.path.with_suffix(".json").read_text())
+        unreadable = (
+            f"{batch.path} is not readable parquet ({reason['failed_expectations'][0]['sample_values'][0]})"
+        )
     return ReleaseResult(
         batch_id=batch.ref.batch_id,
         released=result.accepted,
         still_quarantined=result.quarantined,
         failed=sorted(set(result.failed_expectations)),
+        unreadable=unreadable,
     )

@@ -89,6 +89,31 @@ def add_key_unique(exps: list, key: list[str]) -> None:
     )
 
 
+# Derived column: the first of a row's number columns that holds +inf or -inf, else null.
+NON_FINITE = "check__non_finite_column"
+
+
+def add_finite(exps: list, columns: list[str]) -> None:
+    """Quarantine a row with +inf or -inf in one of the columns (NaN is a missing value: the
+    not-null checks decide on it). The failing rows' sample values name the column."""
+    exps.append(
+        gxe.ExpectColumnValuesToBeNull(
+            column=NON_FINITE,
+            description=f"{', '.join(columns)} are finite numbers: a row with +inf or -inf in one of "
+            "them is quarantined (the sample values name the column).",
+        )
+    )
+
+
+def non_finite_column(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Per row, the first of the columns holding +inf or -inf, else None (NON_FINITE's values)."""
+    out = np.full(len(frame), None, dtype=object)
+    for column in reversed(columns):  # the first column wins
+        values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+        out[np.isinf(values)] = column
+    return out
+
+
 def users_known(ids: pd.Series, known: np.ndarray) -> np.ndarray:
     """True where the id is missing (no user on that side) or is a user the lake accepted."""
     values = ids.to_numpy(dtype="float64", na_value=np.nan)

@@ -41,7 +41,8 @@ def grain(exps: list, columns: list[str]) -> None:
 
 
 def finite(exps: list, columns: list[str]) -> None:
-    """Null is allowed (too little history); inf and absurd magnitudes are not."""
+    """Null is allowed (too little history); NaN (gate 2 reads it as +inf), inf and absurd
+    magnitudes are not."""
     for column in columns:
         exps.append(
             gxe.ExpectColumnValuesToBeBetween(column=column, min_value=-FINITE_BOUND, max_value=FINITE_BOUND)

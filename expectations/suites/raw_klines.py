@@ -8,11 +8,14 @@ import numpy as np
 import pandas as pd
 
 from expectations.suites._common import (
+    NON_FINITE,
+    add_finite,
     add_key_unique,
     add_schema,
     add_time_range,
     flag,
     key_is_unique,
+    non_finite_column,
     params_now,
 )
 from flows.schemas import INTERVAL_MS, KLINE_COLUMNS, KLINE_KEY
@@ -26,6 +29,17 @@ DERIVED = [
     "check__wick_ratio",
     "check__price_jump_sigmas",
     "check__key_unique_in_batch",
+    NON_FINITE,
+]
+NUMBERS = [
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "taker_buy_base_volume",
+    "taker_buy_quote_volume",
 ]
 WEEK_ANCHOR_MS = 4 * 86_400_000  # Binance weeks open on Monday; 1970-01-01 was a Thursday
 DEFAULTS = {"price_jump_sigmas": 12.0, "price_jump_window": 60, "wick_ratio": 3.0}
@@ -89,6 +103,8 @@ def build_suite(params: dict) -> gx.ExpectationSuite:
             )
         )
     add_key_unique(exps, KEY)
+    # high >= close holds for inf >= inf and volumes >= 0 for inf: neither stops an infinity.
+    add_finite(exps, NUMBERS)
     exps.append(
         flag(
             gxe.ExpectColumnValuesToBeBetween(
@@ -154,6 +170,7 @@ def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
         check__wick_ratio=np.where(np.isfinite(wick), wick, np.nan),
         check__price_jump_sigmas=price_jump_sigmas(frame, open_ms, close, int(p["price_jump_window"])),
         check__key_unique_in_batch=key_is_unique(frame, KEY, params),
+        **{NON_FINITE: non_finite_column(frame, NUMBERS)},
     )
 
 

@@ -6,7 +6,15 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
 
-from expectations.suites._common import add_key_unique, add_schema, add_time_range, key_is_unique
+from expectations.suites._common import (
+    NON_FINITE,
+    add_finite,
+    add_key_unique,
+    add_schema,
+    add_time_range,
+    key_is_unique,
+    non_finite_column,
+)
 
 # The trade stream's row layout (flows/sources/trades_stream.py), kept here so the suite states it.
 TRADE_COLUMNS = {
@@ -24,7 +32,8 @@ TRADE_COLUMNS = {
     "origin": "string",
 }
 KEY = ["market", "symbol", "agg_trade_id"]
-DERIVED = ["check__key_unique_in_batch"]
+DERIVED = ["check__key_unique_in_batch", NON_FINITE]
+NUMBERS = ["price", "quantity"]
 
 
 def build_suite(params: dict) -> gx.ExpectationSuite:
@@ -33,6 +42,7 @@ def build_suite(params: dict) -> gx.ExpectationSuite:
     for column in (*KEY, "price", "quantity", "trade_time"):
         exps.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
     add_key_unique(exps, KEY)
+    add_finite(exps, NUMBERS)
     exps.append(gxe.ExpectColumnValuesToBeInSet(column="market", value_set=["spot", "usdm"]))
     exps.append(gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0, strict_min=True))
     exps.append(gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=0, strict_min=True))
@@ -46,4 +56,7 @@ def build_suite(params: dict) -> gx.ExpectationSuite:
 
 
 def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
-    return frame.assign(check__key_unique_in_batch=key_is_unique(frame, KEY, params))
+    return frame.assign(
+        check__key_unique_in_batch=key_is_unique(frame, KEY, params),
+        **{NON_FINITE: non_finite_column(frame, NUMBERS)},
+    )

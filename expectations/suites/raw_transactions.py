@@ -8,11 +8,14 @@ import numpy as np
 import pandas as pd
 
 from expectations.suites._common import (
+    NON_FINITE,
+    add_finite,
     add_key_unique,
     add_schema,
     add_time_range,
     flag,
     key_is_unique,
+    non_finite_column,
     users_known,
 )
 from flows.sources.synthetic_activity import STATUSES, TX_TYPES
@@ -33,11 +36,12 @@ COLUMNS = {
     "leverage": "int64?",
     "status": "string",
 }
+NUMBERS = ["amount", "fee"]
 AMOUNT_FLAG = 1e10  # token units; clean amounts are worth at most 5e6 USD
 
 
 def derived(params: dict) -> list[str]:
-    names = ["check__key_unique_in_batch"]
+    names = ["check__key_unique_in_batch", NON_FINITE]
     if params.get("known_users") is not None:
         names.append("check__users_known")
     return names
@@ -50,6 +54,7 @@ def build_suite(params: dict) -> gx.ExpectationSuite:
     for column in ("tx_id", "occurred_at", "tx_type", "token_symbol", "amount", "status"):
         exps.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
     add_key_unique(exps, KEY)
+    add_finite(exps, NUMBERS)
     add_time_range(exps, "occurred_at", params)
     exps.append(gxe.ExpectColumnValuesToBeInSet(column="tx_type", value_set=[str(t) for t in TX_TYPES]))
     exps.append(gxe.ExpectColumnValuesToBeInSet(column="status", value_set=[str(s) for s in STATUSES]))
@@ -86,7 +91,10 @@ def build_suite(params: dict) -> gx.ExpectationSuite:
 
 
 def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
-    frame = frame.assign(check__key_unique_in_batch=key_is_unique(frame, KEY, params))
+    frame = frame.assign(
+        check__key_unique_in_batch=key_is_unique(frame, KEY, params),
+        **{NON_FINITE: non_finite_column(frame, NUMBERS)},
+    )
     known = params.get("known_users")
     if known is not None:
         known = np.asarray(known, dtype=np.int64)

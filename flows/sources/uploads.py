@@ -130,6 +130,9 @@ def parse_times(values: pd.Series, name: str, column: str) -> pd.Series:
     return parsed
 
 
+MISSING_TEXT = ("", "nan", "null", "none")
+
+
 def to_upload_klines(
     frame: pd.DataFrame, name: str, market: str, symbol: str, interval: str, now_ms: int
 ) -> tuple[pd.DataFrame, dict]:
@@ -142,13 +145,16 @@ def to_upload_klines(
     for column in columns.columns.drop("open_time"):
         if column == "close_time":
             continue
-        values = pd.to_numeric(columns[column], errors="coerce")
-        bad = values.isna()
+        cells = columns[column]
+        values = pd.to_numeric(cells, errors="coerce")
+        # An empty cell (or NaN, null) is a missing value: gate 1 quarantines that row alone
+        # where the column is required, and its neighbours land. Text that is no number at all
+        # says the file is not what it claims: refused whole, naming the row.
+        missing = cells.isna() | cells.astype(str).str.strip().str.lower().isin(MISSING_TEXT)
+        bad = values.isna() & ~missing
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise LakehouseError(
-                f"{name} row {row + 1}: {column} {columns[column].iloc[row]!r} is not a number"
-            )
+            raise LakehouseError(f"{name} row {row + 1}: {column} {str(cells.iloc[row])!r} is not a number")
         out[column] = values
     filled = []
     if "close_time" in columns:
@@ -169,9 +175,12 @@ def to_upload_klines(
         out["num_trades"] = 0
     out["num_trades"] = out["num_trades"].round().astype("int64")
     out = out.assign(market=market, symbol=symbol, interval=interval)
-    closed = out["close_time"] < pd.Timestamp(now_ms, unit="ms", tz="UTC")
-    facts = {"rows": len(out), "open_skipped": int((~closed).sum()), "filled": filled}
-    return cast_klines(out[closed]), facts
+    # The candle open now (an export's last row) is skipped; a candle dated after now is kept,
+    # and gate 1 quarantines it as a candle from the future, where a user can see it.
+    now = pd.Timestamp(now_ms, unit="ms", tz="UTC")
+    still_open = (out["open_time"] <= now) & (out["close_time"] >= now)
+    facts = {"rows": len(out), "open_skipped": int(still_open.sum()), "filled": filled}
+    return cast_klines(out[~still_open]), facts
 
 
 def land_upload(

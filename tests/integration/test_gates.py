@@ -138,6 +138,7 @@ RULE_BREAKS = {
             (5, "occurred_at", FUTURE, "expect_column_values_to_be_between(column=occurred_at"),
             (6, "from_user_id", 987_654_321, "expect_column_values_to_be_in_set(column=check__users_known"),
             (7, "tx_id", None, "expect_column_values_to_not_be_null(column=tx_id"),
+            (8, "fee", float("inf"), "expect_column_values_to_be_null(column=check__non_finite_column"),
         ],
         "amount",
     ),
@@ -222,6 +223,9 @@ def test_each_quarantine_rule_of_the_activity_suites_takes_exactly_the_row_that_
         f"expect_column_values_to_be_in_type_list(column={wrong_type_column})",  # vip_tier: int64 or Int64
     }
     assert type_checks & {e["expectation"] for e in whole["failed_expectations"]}
+    # The reason says what type it found, not only which rule failed.
+    found = [e["sample_values"] for e in whole["failed_expectations"] if e["expectation"] in type_checks]
+    assert found and all(values and "str" in str(values[0]) for values in found), found
     if dataset != "users":
         assert results["synthetic.users"].quarantined == 0
 
@@ -466,6 +470,26 @@ def test_a_warehouse_without_marts_is_never_published_over_the_live_snapshot(set
     assert not any(p.name.startswith(".staged") for p in marts_dir(settings.lake_dir).iterdir())
 
 
+def test_a_mart_missing_from_the_warehouse_is_never_dropped_from_the_published_snapshot(settings, published):
+    """A mart table dropped (or lost) in the warehouse would vanish from the new snapshot."""
+    before = hashes(settings.lake_dir)
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute("create table marts.fct_network_hourly as select 1 as n")
+        con.execute("drop table marts.fct_klines_hourly")
+
+    with pytest.raises(LakehouseError) as failure:
+        publish_marts(settings)
+
+    live = published.snapshot_id
+    assert str(failure.value) == (
+        f"the warehouse {warehouse_path(settings)} lacks 1 mart(s) of the published snapshot {live} "
+        f"(fct_klines_hourly), so nothing was published and {live} stays live; build them again with "
+        "`lakehouse build --full-refresh`"
+    )
+    assert hashes(settings.lake_dir) == before
+    assert current_snapshot(settings.lake_dir) == live
+
+
 def test_duplicate_grain_and_wrong_rollup_fail_gate_2_by_name(settings, published):
     before = hashes(settings.lake_dir)
     with duckdb.connect(str(warehouse_path(settings))) as con:
@@ -663,6 +687,45 @@ def test_pairs_marts_fail_the_gate_on_an_infinite_fit_or_an_impossible_p_value(s
             1,
         ),
         ("expect_column_values_to_be_between(column=p_value, max_value=1.0, min_value=0.0)", 1),
+    ]
+
+
+def test_a_nan_in_a_published_to_be_mart_fails_its_finiteness_check_and_a_null_does_not(settings, tmp_path):
+    """pandas reads NaN as missing and GE skips missing values: gate 2 reads NaN as +inf."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from flows.publish import read_mart
+    from flows.quality import validate_frame
+
+    hourly = pairs_rows(
+        4,
+        "open_time",
+        hedge_ratio=[None, 1.5, 1.6, 1.7],
+        intercept=[None, 2.0, 2.0, 2.0],
+        spread=[None, 0.1, -0.1, 0.2],
+        spread_zscore=[None, 0.5, -0.5, 1.0],
+        rolling_correlation=[None, 0.9, 0.8, 0.7],
+        observations=[1, 2, 3, 4],
+        close_a=100.0,
+        close_b=50.0,
+    )
+    table = pa.Table.from_pandas(hourly, preserve_index=False)
+    path = tmp_path / "fct_pairs_hourly.parquet"
+    pq.write_table(table, path)
+    assert validate_frame(settings, "fct_pairs_hourly", read_mart(path, "fct_pairs_hourly", {})).success
+    index = table.schema.get_field_index("spread_zscore")
+    nan = pa.array([None, 0.5, float("nan"), 1.0], type=pa.float64())  # 0/0 in DuckDB is NaN, not null
+    pq.write_table(table.set_column(index, "spread_zscore", nan), path)
+    frame = read_mart(path, "fct_pairs_hourly", {})
+    result = validate_frame(settings, "fct_pairs_hourly", frame)
+    assert result.failed_rows == {
+        "expect_column_values_to_be_between(column=spread_zscore, max_value=1000000000000.0, "
+        "min_value=-1000000000000.0)": 1
+    }
+    assert pq.read_table(path)["spread_zscore"].to_pylist()[1:3] == [
+        0.5,
+        pytest.approx(float("nan"), nan_ok=True),
     ]
 
 

@@ -214,7 +214,10 @@ def test_schema_break_quarantines_the_whole_batch_and_spares_its_neighbours(sett
     assert (result.accepted, result.quarantined, result.batches_quarantined) == (10, 10, 1)
     [reason] = reasons(lake_dir)
     assert reason["whole_batch"] and reason["partition"]["symbol"] == "ETHUSDT"
-    assert any("expect_table_columns_to_match_set" in f["expectation"] for f in reason["failed_expectations"])
+    [columns] = [
+        f for f in reason["failed_expectations"] if "expect_table_columns_to_match_set" in f["expectation"]
+    ]
+    assert columns["sample_values"] == [{"missing": ["num_trades"]}]  # what broke, not only which rule
     assert set(raw_rows(lake_dir)["symbol"]) == {"BTCUSDT"}
 
 
@@ -304,6 +307,32 @@ def test_each_other_kline_rule_takes_exactly_its_row(settings, lake_dir):
             labels = labels[1:]
         assert len(labels) == 1 and labels[0].startswith(start), (row, labels)
     assert row_reasons == {}
+
+
+def test_infinite_prices_and_volumes_are_quarantined_naming_the_column(settings, lake_dir):
+    """high >= close holds for inf >= inf and volume >= 0 for inf: the finiteness rule stops them."""
+    frame = klines(20)
+    frame.loc[3, ["high", "close"]] = np.inf
+    frame.loc[7, "volume"] = np.inf
+    frame.loc[11, "taker_buy_base_volume"] = -np.inf  # also below 0: two rules
+    land_klines(lake_dir, frame)
+
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined) == (17, 3)
+    finite = "expect_column_values_to_be_null(column=check__non_finite_column)"
+    [reason] = reasons(lake_dir)
+    assert reason["row_reasons"] == {
+        "0": [finite],
+        "1": [finite],
+        "2": ["expect_column_values_to_be_between(column=taker_buy_base_volume, min_value=0.0)", finite],
+    }
+    [failure] = [f for f in reason["failed_expectations"] if f["expectation"] == finite]
+    assert (failure["rows"], sorted(failure["sample_values"])) == (
+        3,
+        ["high", "taker_buy_base_volume", "volume"],
+    )
+    assert np.isfinite(raw_rows(lake_dir)[["high", "close", "volume", "taker_buy_base_volume"]]).all().all()
 
 
 def test_transactions_referencing_unknown_users_are_quarantined(settings, lake_dir):

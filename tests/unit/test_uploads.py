@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -140,6 +141,44 @@ def test_the_candle_still_open_is_skipped(settings, tmp_path):
     )
     result = land_upload(path, settings, symbol="BTCUSDT", interval="1m", now_ms=T0 + 2 * MINUTE + 10)
     assert len(landed(settings.lake_dir)) == 2 and result.notes["upload"]["open_skipped"] == 1
+
+
+def test_empty_price_cells_and_future_candles_land_and_gate_1_quarantines_only_those_rows(settings, tmp_path):
+    """A missing value or a candle from the future is one bad row, not a bad file: its
+    neighbours are accepted, and it waits in quarantine where `quarantine show` finds it."""
+    from flows.quality import validate_raw
+
+    path = tmp_path / "gaps.csv"
+    future = (int(time.time() * 1000) // MINUTE + 180 * 1440) * MINUTE  # gate 1 reads the clock
+    path.write_text(
+        "timestamp,open,high,low,close,volume\n"
+        f"{T0},1,2,0.5,1.5,3\n"
+        f"{T0 + MINUTE},1,2,0.5,,3\n"
+        f"{T0 + 2 * MINUTE},1,2,0.5,1.5,NaN\n"
+        f"{T0 + 3 * MINUTE},1,2,0.5,1.5,3\n"
+        f"{future},1,2,0.5,1.5,3\n"
+    )
+    result = land_upload(path, settings, symbol="BTCUSDT", interval="1m", now_ms=NOW)
+    assert len(landed(settings.lake_dir)) == 5 and result.notes["upload"]["open_skipped"] == 0
+
+    [gate] = validate_raw(settings)
+
+    assert (gate.accepted, gate.quarantined) == (2, 3)
+    labels = set()
+    for reason in (settings.lake_dir / "quarantine").rglob("*.json"):
+        labels |= reason_labels(reason)
+    assert {
+        "expect_column_values_to_not_be_null(column=close)",
+        "expect_column_values_to_not_be_null(column=volume)",
+    } <= labels
+    assert any(
+        label.startswith("expect_column_values_to_be_between(column=check__ms_closed_before_now")
+        for label in labels
+    )
+
+
+def reason_labels(path: Path) -> set[str]:
+    return {label for labels in json.loads(path.read_text())["row_reasons"].values() for label in labels}
 
 
 def test_upload_names_carry_symbol_and_interval():
