@@ -75,9 +75,17 @@ def print_run_summary(summary: dict, console: Console | None = None) -> None:
     console.print(rows)
 
     gates = Table(title="quality gates")
+    gate_rows = summary["raw_gate"] + summary["mart_gate"]
+    # A dataset's name is what the counts are read by: never cut (80 columns cut it to "synthe…").
+    longest = max((len(row["dataset"]) for row in gate_rows), default=7)
     for column in ("gate", "dataset", "accepted", "quarantined", "flagged", "collapsed", "checks", "result"):
-        gates.add_column(column, justify="left" if column in ("gate", "dataset", "result") else "right")
-    for row in summary["raw_gate"] + summary["mart_gate"]:
+        gates.add_column(
+            column,
+            justify="left" if column in ("gate", "dataset", "result") else "right",
+            min_width=longest if column == "dataset" else None,
+            overflow="fold",
+        )
+    for row in gate_rows:
         gates.add_row(
             row["gate"],
             row["dataset"],

@@ -44,4 +44,5 @@ def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
     # run an hour into the day has 60 of 1440): null, so the completeness check skips it.
     newest = frame.groupby(["market", "symbol"], observed=True, sort=False)["open_time"].transform("max")
     frame = frame.assign(check__completeness=completeness.where(frame["open_time"] != newest))
-    return m.rollup_errors(frame, params.get("rollup_inputs"))
+    inputs = params.get("rollup_inputs")
+    return m.missing_periods(m.rollup_errors(frame, inputs), inputs)

@@ -121,9 +121,34 @@ def rollup_errors(frame: pd.DataFrame, inputs: pd.DataFrame | None) -> pd.DataFr
     return frame.assign(**out)
 
 
+def missing_periods(frame: pd.DataFrame, inputs: pd.DataFrame | None) -> pd.DataFrame:
+    """check__input_periods_missing: per row, how many periods of its series that have 1-minute
+    input candles have no row in the mart (a series behind its inputs, or a hole in it).
+
+    The rollup check compares the rows the mart has; this one finds the rows it lacks.
+    """
+    if inputs is None:
+        return frame
+    series = ["market", "symbol"]
+    have = frame[series].astype(str).assign(open_ms=_epoch_ms(frame["open_time"]))
+    wanted = inputs[series].astype(str).assign(open_ms=_epoch_ms(inputs["open_time"]))
+    found = wanted.merge(have.drop_duplicates(), on=[*series, "open_ms"], how="left", indicator=True)
+    lacking = found[found["_merge"] == "left_only"].groupby(series).size().rename("missing").reset_index()
+    per_row = have[series].merge(lacking, on=series, how="left")["missing"].fillna(0).to_numpy("float64")
+    return frame.assign(check__input_periods_missing=per_row)
+
+
 def rollup_expectations(exps: list, params: dict) -> None:
     if params.get("rollup_inputs") is None:
         return
+    exps.append(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="check__input_periods_missing",
+            max_value=0,
+            description="Coverage: every period with 1-minute input candles has a row, in every "
+            "series (a series left behind, or a hole in it, fails; the value is how many it lacks).",
+        )
+    )
     for measure in ROLLUP_MEASURES:
         exps.append(
             gxe.ExpectColumnValuesToBeBetween(

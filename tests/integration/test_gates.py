@@ -512,6 +512,29 @@ def test_duplicate_grain_and_wrong_rollup_fail_gate_2_by_name(settings, publishe
     assert hashes(settings.lake_dir) == before
 
 
+def test_a_series_behind_its_inputs_or_with_a_hole_fails_gate_2_while_the_others_are_current(
+    settings, published
+):
+    """The newest row overall is current (BTCUSDT), but ETHUSDT lacks its last 3 hours and
+    BTCUSDT one hour in the middle: every row compared with its inputs agrees."""
+    before = hashes(settings.lake_dir)
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute(
+            "delete from marts.fct_klines_hourly where (symbol = 'ETHUSDT' and open_time >= '2026-10-02 21:00:00+00') "
+            "or (symbol = 'BTCUSDT' and open_time = '2026-10-01 12:00:00+00')"
+        )
+
+    with pytest.raises(GateFailed) as failure:
+        publish_marts(settings)
+
+    assert "expect_column_values_to_be_between(column=check__input_periods_missing, max_value=0.0)" in str(
+        failure.value
+    )
+    assert "check__rollup" not in str(failure.value)
+    assert "fresh" not in str(failure.value) and "expect_column_max" not in str(failure.value)
+    assert hashes(settings.lake_dir) == before
+
+
 def test_gate_2_reads_only_the_columns_a_suite_names():
     import great_expectations.expectations as gxe
 

@@ -60,3 +60,23 @@ def test_summary_prints_layers_gates_defects_timings_and_next_steps(tmp_path):
     assert "│ total  │     3.5 │" in text
     assert "published snapshot 20261122T000000000000Z" in text
     assert '.venv/bin/lakehouse query "select count(*) from fct_klines_hourly"' in text
+
+
+def test_gate_table_keeps_every_dataset_name_whole_in_an_80_column_terminal(tmp_path):
+    summary = {
+        "lake_dir": str(tmp_path),
+        "landed": {"transactions": 100},
+        "notes": {},
+        "raw_gate": [gate_row("raw", "synthetic.transactions", 96, 4, success=False)],
+        "mart_gate": [gate_row("marts", "fct_candle_completeness", 2, 0, success=True)],
+        "marts": {"fct_candle_completeness": 2},
+        "snapshot_id": "20261122T000000000000Z",
+        "seconds": {"ingest": 1.0},
+    }
+    console = Console(record=True, width=80)
+
+    print_run_summary(summary, console=console)
+
+    gates = console.export_text().split("quality gates")[1]
+    assert "synthetic.transactions" in gates and "fct_candle_completeness" in gates
+    assert "…" not in gates
