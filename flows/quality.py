@@ -783,6 +783,13 @@ def _validate_chunk(settings: Settings, group: _Group, refs: list[BatchRef], fra
             owner, row_in_batch = owner[keep], row_in_batch[keep]
             shared = _shared_keys(frame, key)
         params = group.params if shared is None else {**group.params, KEY_SHARED: shared}
+        history = getattr(module, "history", None)
+        if history is not None:
+            with contextlib.suppress(
+                KeyError, TypeError, ValueError, AttributeError, OSError, pa.ArrowException
+            ):
+                # What the lake accepted before the batch (price jumps); a schema break has none.
+                params = {**params, module.HISTORY: history(settings.lake_dir, frame, params)}
         prepare = getattr(module, "prepare", None)
         problem = None
         if prepare is not None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from expectations.suites._common import (
     NON_FINITE,
@@ -168,23 +172,50 @@ def prepare(frame: pd.DataFrame, params: dict) -> pd.DataFrame:
         check__close_time_error_ms=close_ms - expected_close,
         check__ms_closed_before_now=now_ms - close_ms,
         check__wick_ratio=np.where(np.isfinite(wick), wick, np.nan),
-        check__price_jump_sigmas=price_jump_sigmas(frame, open_ms, close, int(p["price_jump_window"])),
+        check__price_jump_sigmas=price_jump_sigmas(
+            frame, open_ms, close, int(p["price_jump_window"]), p.get(HISTORY)
+        ),
         check__key_unique_in_batch=key_is_unique(frame, KEY, params),
         **{NON_FINITE: non_finite_column(frame, NUMBERS)},
     )
 
 
-def price_jump_sigmas(frame: pd.DataFrame, open_ms: np.ndarray, close: np.ndarray, window: int) -> np.ndarray:
+# params entry gate 1 fills for raw klines: the accepted candles just before each series of the
+# batch (HISTORY_COLUMNS), so a batch shorter than the window (an hourly run's 60 minutes, a
+# few days of 1d candles) is scored against the volatility before it.
+HISTORY = "jump_history"
+SERIES = ["market", "symbol", "interval"]
+
+
+def price_jump_sigmas(
+    frame: pd.DataFrame,
+    open_ms: np.ndarray,
+    close: np.ndarray,
+    window: int,
+    history: pd.DataFrame | None = None,
+) -> np.ndarray:
     """|log return| over the std of the previous `window` log returns, per market/symbol/interval.
 
-    Rows are ordered by series and time first; the first `window` returns of each series in a
-    chunk have no history and are not scored: 0, like any row without a finite score (not
-    NaN, which would make GE copy the whole frame to drop nulls for each metric of the check).
+    Rows are ordered by series and time first. history (market, symbol, interval, open_ms,
+    close: accepted candles before the batch) goes in front of its series and is not scored.
+    A row with fewer than `window` returns before it has no history and is not scored: 0, like
+    any row without a finite score (not NaN, which would make GE copy the whole frame to drop
+    nulls for each metric of the check).
     """
     n = len(frame)
     if n == 0:
         return np.zeros(0)
-    series = frame.groupby(["market", "symbol", "interval"], sort=False, observed=True).ngroup().to_numpy()
+    if history is not None and len(history):
+        both = pd.concat([frame[SERIES], history[SERIES]], ignore_index=True)
+        open_ms = np.concatenate([open_ms, history["open_ms"].to_numpy("float64")])
+        close = np.concatenate([close, history["close"].to_numpy("float64")])
+        return _jump_scores(both, open_ms, close, window)[:n]
+    return _jump_scores(frame[SERIES], open_ms, close, window)
+
+
+def _jump_scores(frame: pd.DataFrame, open_ms: np.ndarray, close: np.ndarray, window: int) -> np.ndarray:
+    n = len(frame)
+    series = frame.groupby(SERIES, sort=False, observed=True).ngroup().to_numpy()
     order = np.lexsort((np.nan_to_num(open_ms), series))
     series_sorted = series[order]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -199,3 +230,51 @@ def price_jump_sigmas(frame: pd.DataFrame, open_ms: np.ndarray, close: np.ndarra
     out = np.empty(n)
     out[order] = score
     return out
+
+
+def history(lake_dir: Path, frame: pd.DataFrame, params: dict) -> pd.DataFrame | None:
+    """The accepted candles (from any source) just before each series of the batch: at most
+    `price_jump_window` + 1 per series, one per open time, read from the raw lake's date
+    partitions that can hold them. None when there are none."""
+    window = int({**DEFAULTS, **params}["price_jump_window"])
+    if not len(frame) or not set(SERIES) <= set(frame.columns):
+        return None
+    firsts = frame.groupby(SERIES, observed=True, sort=False)["open_time"].min()
+    parts = []
+    for (market, symbol, interval), first in firsts.items():
+        length = INTERVAL_MS.get(str(interval), 31 * 86_400_000)  # 1M: at most 31 days
+        if pd.isna(first):
+            continue
+        first = (
+            pd.Timestamp(first).tz_convert("UTC")
+            if pd.Timestamp(first).tzinfo
+            else pd.Timestamp(first, tz="UTC")
+        )
+        since = first - pd.Timedelta(milliseconds=length * (window + 1))
+        files = [
+            path
+            for day in pd.date_range(since.floor("D"), first.floor("D"), freq="D")
+            for path in Path(lake_dir).glob(
+                f"raw/*/klines/symbol={symbol}/interval={interval}/date={day:%Y-%m-%d}/*.parquet"
+            )
+        ]
+        if not files:
+            continue
+        tables = [
+            pq.read_table(f, columns=["market", "open_time", "close"], partitioning=None) for f in files
+        ]
+        earlier = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+        earlier = earlier[(earlier["market"] == market) & (earlier["open_time"] < first)]
+        earlier = earlier.drop_duplicates("open_time", keep="last").nlargest(window + 1, "open_time")
+        parts.append(
+            pd.DataFrame(
+                {
+                    "market": market,
+                    "symbol": symbol,
+                    "interval": interval,
+                    "open_ms": _ms(earlier["open_time"]),
+                    "close": earlier["close"].to_numpy("float64"),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True) if parts else None

@@ -238,6 +238,25 @@ def test_price_jumps_are_flagged_and_counted_not_quarantined(settings, lake_dir)
     assert result.success
 
 
+def test_a_batch_shorter_than_the_window_is_scored_against_the_candles_accepted_before_it(settings, lake_dir):
+    """An hourly run lands 60 minutes a symbol: fewer returns than the 60-return window."""
+    frame = klines(240)
+    land_klines(lake_dir, frame.iloc[:200])
+    assert validate_raw(settings)[0].accepted == 200
+    later = frame.iloc[200:].copy()
+    later.loc[220:, ["open", "high", "low", "close"]] *= 1.5
+    later.loc[220, "open"] = later.loc[219, "close"]
+    later.loc[220, "low"] = later.loc[220, "open"] * 0.999
+    land_klines(lake_dir, later, source="archive")  # history is read from every source
+
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined) == (40, 0)
+    assert result.flagged_rows == {
+        "expect_column_values_to_be_between(column=check__price_jump_sigmas, max_value=12.0)": 1
+    }
+
+
 @pytest.mark.parametrize("sigmas, flagged", [(300.0, 1), (500.0, 0)])
 def test_the_price_jump_multiple_is_a_setting(lake_dir, sigmas, flagged):
     """The 1.5x jump is about 405 standard deviations of the walk's 0.1% returns."""
