@@ -461,7 +461,11 @@ def klines_with_levels(
     end: date,
     window: int,
 ) -> pd.DataFrame:
-    """Candles of one symbol with a moving average, rolling VWAP and support/resistance over window."""
+    """Candles of one symbol with a moving average, rolling VWAP and support/resistance over window.
+
+    Support and resistance are the lowest and highest close of the window: a wick spike (which
+    gate 1 flags, and keeps) put resistance at 20x the price.
+    """
     mart, cols = resolve(
         snapshot,
         f"klines_{interval}",
@@ -481,7 +485,7 @@ def klines_with_levels(
         f"{c['quote_volume']} as quote_volume, {vwap} as vwap from {_q(mart)}{where}) "
         f"select time, open, high, low, close, volume, vwap, avg(close) {frame} as moving_average, "
         f"sum(quote_volume) {frame} / nullif(sum(volume) {frame}, 0) as rolling_vwap, "
-        f"min(low) {frame} as support, max(high) {frame} as resistance from base order by time"
+        f"min(close) {frame} as support, max(close) {frame} as resistance from base order by time"
     )
     return _read(snapshot, sql, (*params, *[int(window) - 1] * 5))
 
@@ -591,15 +595,21 @@ def pair_series(
 
 
 def latest_per_group(
-    snapshot: str, name: str, keys: list[str], values: list[str], market: str | None = None
+    snapshot: str,
+    name: str,
+    keys: list[str],
+    values: list[str],
+    market: str | None = None,
+    required: list[str] | None = None,
 ) -> pd.DataFrame:
-    """The newest non-null row (by its time column) of every key group, in one market if given."""
+    """The newest row (by its time column) of every key group whose `required` values (default:
+    all values) are not null, in one market if given."""
     mart, cols = resolve(snapshot, name, [*keys, "time", *values], ("market",))
     key_sql = ", ".join(_q(cols[k]) for k in keys)
     select = ", ".join(f"{_q(cols[a])} as {_q(a)}" for a in [*keys, "time", *values])
     where, params = _where(snapshot, mart, cols, market, None, None, None)
     # Warm-up rows of rolling marts hold nulls; the latest value is the latest known one.
-    not_null = " and ".join(f"{_q(cols[v])} is not null" for v in values)
+    not_null = " and ".join(f"{_q(cols[v])} is not null" for v in (required or values))
     where += (" and " if where else " where ") + not_null
     sql = (
         f"select {select} from {_q(mart)}{where} "
@@ -652,18 +662,22 @@ def fee_vs_amount(snapshot: str, start: date, end: date, sample: int = 3000) -> 
 
 
 def freshness(snapshot: str) -> pd.DataFrame:
-    """Newest time in every feed's mart: the data as-of time per feed."""
+    """Newest time every feed's mart covers: the data as-of time per feed.
+
+    A row of an hourly or minutely mart is its period's start: the 23:00 candle covers up to
+    23:59:59.999, so the feed is not an hour behind a transaction at 23:59:59.
+    """
     feeds = [
-        ("klines", "klines_1h"),
-        ("order flow", "order_flow"),
-        ("trades", "trades"),
-        ("users", "users"),
-        ("transactions", "transactions"),
-        ("network", "network"),
-        ("quality runs", "quality_runs"),
+        ("klines", "klines_1h", "1 hour"),
+        ("order flow", "order_flow", "1 hour"),
+        ("trades", "trades", "1 minute"),
+        ("users", "users", None),
+        ("transactions", "transactions", None),
+        ("network", "network", "1 hour"),
+        ("quality runs", "quality_runs", None),
     ]
     rows = []
-    for feed, name in feeds:
+    for feed, name, period in feeds:
         if not has(snapshot, name):
             rows.append({"feed": feed, "mart": MARTS[name][0], "latest": pd.NaT, "rows": 0})
             continue
@@ -673,7 +687,9 @@ def freshness(snapshot: str) -> pd.DataFrame:
             continue
         frame = _read(
             snapshot,
-            f"select max({_q(cols['time'])})::timestamp as latest, count(*) as rows from {_q(mart)}",
+            f"select (max({_q(cols['time'])})"
+            + (f" + interval '{period}' - interval '1 millisecond'" if period else "")
+            + f")::timestamp as latest, count(*) as rows from {_q(mart)}",
         )
         rows.append({"feed": feed, "mart": mart, **frame.iloc[0].to_dict()})
     return pd.DataFrame(rows, columns=["feed", "mart", "latest", "rows"])

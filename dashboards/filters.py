@@ -38,10 +38,15 @@ class Filters:
 
 def _remembered(key: str, default: object) -> object:
     # Widget state is dropped when a page without that widget runs; a plain session key survives
-    # page switches, so filters set on one page still hold on the next.
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(f"_kept_{key}", default)
-    return st.session_state[key]
+    # page switches, so filters set on one page still hold on the next. The key is set again on
+    # every run: each page's sidebar is a new widget to Streamlit, and a widget whose key was not
+    # set in this run starts from its own default (a slider's minimum: MA 5, |z| >= 0.5 alerts).
+    if key in st.session_state:
+        value = st.session_state[key]
+    else:
+        value = st.session_state.get(f"_kept_{key}", default)
+    st.session_state[key] = value
+    return value
 
 
 def _keep(*keys: str) -> None:

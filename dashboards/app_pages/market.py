@@ -2,6 +2,7 @@
 
 import plotly.express as px
 import plotly.graph_objects as go
+import streamlit as st
 from plotly.subplots import make_subplots
 
 from dashboards import data, theme, ui
@@ -64,7 +65,20 @@ with ui.section(f"{chosen.focus or 'Price'} candles"):
         col=1,
     )
     figure.update_layout(xaxis_rangeslider_visible=False)
+    # The price axis spans the candles' bodies and the lines, with room for ordinary wicks; a
+    # wick far beyond (a spike gate 1 flags) is cut at the edge instead of flattening the chart.
+    bodies = candles[["open", "close", "moving_average", "support", "resistance"]]
+    low, high = float(bodies.min().min()), float(bodies.max().max())
+    pad = max(high - low, abs(high) * 1e-3) * 0.25
+    figure.update_yaxes(range=[max(low - pad, 0.0), high + pad], row=1, col=1)
     ui.chart(figure, f"{chosen.focus} {chosen.interval}", height=560, key="market_candles")
+    cut = int(((candles["high"] > high + pad) | (candles["low"] < low - pad)).sum())
+    if cut:
+        st.caption(
+            f"{cut} candle(s) have a wick beyond this price range (highest high "
+            f"{candles['high'].max():,.2f}, lowest low {candles['low'].min():,.2f}); gate 1 flags "
+            "such wicks and keeps them (see the Data quality page)."
+        )
 
 with ui.section("Returns"):
     ui.require_symbols(chosen)

@@ -10,7 +10,10 @@ snapshot, chosen = ui.start_page("Overview")
 
 with ui.section("Headline"):
     ui.require_symbols(chosen)
-    latest = data.latest_per_group(snapshot, "klines_1d", ["market", "symbol"], ["close", "simple_return"])
+    # The newest close, even on a series' first day (no 1-day change yet: shown without one).
+    latest = data.latest_per_group(
+        snapshot, "klines_1d", ["market", "symbol"], ["close", "simple_return"], required=["close"]
+    )
     latest = latest[(latest["market"] == chosen.market) & latest["symbol"].isin(chosen.symbols)]
     ui.require_rows(latest)
     ui.metric_row(
@@ -53,7 +56,10 @@ with ui.section("Latest gate status"):
     ui.require_rows(runs, "No gate runs recorded in this snapshot yet; run `make run`.")
     for gate, group in runs.groupby("gate"):
         passed = int(group["success"].sum())
-        text = f"gate `{gate}`: {passed}/{len(group)} datasets passed at {group['time'].max()}"
+        text = (
+            f"gate `{gate}`: {passed}/{len(group)} datasets passed at "
+            f"{pd.Timestamp(group['time'].max()):%Y-%m-%d %H:%M:%S} UTC"
+        )
         (st.success if passed == len(group) else st.warning)(text)
     st.dataframe(runs, hide_index=True, width="stretch")
 

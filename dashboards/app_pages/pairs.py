@@ -69,7 +69,13 @@ with ui.section("Cointegration (Augmented Dickey-Fuller on the spread)"):
     # unit root in the spread: the pair is cointegrated at 5%.
     rejects = adf["adf_statistic"] < adf["critical_5pct"] if "critical_5pct" in adf else adf["p_value"] < 0.05
     adf["verdict"] = rejects.map({True: "cointegrated (5%)", False: "not cointegrated"})
-    st.dataframe(adf, hide_index=True, width="stretch")
+    st.dataframe(
+        adf,
+        hide_index=True,
+        width="stretch",
+        # A p-value of 5e-16 in a fixed format read ")0000000000005".
+        column_config={"p_value": st.column_config.NumberColumn("p_value", format="%.2e")},
+    )
     chosen_row = adf[(adf["symbol_a"] == symbol_a) & (adf["symbol_b"] == symbol_b)]
     if label and not chosen_row.empty:
         row = chosen_row.iloc[0]

@@ -77,6 +77,9 @@ with right, ui.section("Leverage distribution (futures)"):
 left, right = st.columns(2)
 with left, ui.section("Fee vs amount"):
     sample = ui.require_rows(data.fee_vs_amount(snapshot, chosen.start, chosen.end))
+    # A log axis has no 0: transactions without a fee (every deposit) would vanish unsaid.
+    free = sample["fee_usd"] <= 0
+    sample = sample[~free]
     ui.chart(
         px.scatter(
             sample,
@@ -91,6 +94,10 @@ with left, ui.section("Fee vs amount"):
         "Fee vs amount (USD, sample)",
         key="fee_amount",
     )
+    if free.any():
+        st.caption(
+            f"{int(free.sum()):,} sampled transactions without a fee are not drawn (a log axis has no 0)."
+        )
 with right, ui.section("What drives fees"):
     importance = data.table(snapshot, "fee_importance", ["feature", "importance"], order=("importance",))
     ui.require_rows(importance)

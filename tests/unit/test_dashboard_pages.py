@@ -351,3 +351,81 @@ def test_transactions_page_colours_each_type_alike_and_leaves_outliers_out_of_th
     # The scatter's rows: every transaction but the flagged one (a sample larger than the mart).
     scatter = data.fee_vs_amount(SNAPSHOT, None, None, sample=10 * len(flagged))
     assert len(scatter) == len(tx) and scatter["amount_usd"].max() < 5.4e18
+
+
+def test_every_filter_keeps_its_value_across_page_switches(published: Path) -> None:
+    """Slider and number inputs took their minimum on the next page (MA 5, |z| >= 0.5 alerts)."""
+    app = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=60).run()
+    app.switch_page("app_pages/market.py").run()
+    app.slider(key="f_window").set_value(50).run()
+    app.number_input(key="f_z").set_value(3.0).run()
+    app.number_input(key="f_spread").set_value(0.05).run()
+    for page in ("app_pages/pairs.py", "app_pages/overview.py", "app_pages/market.py"):
+        app.switch_page(page).run()
+        assert not app.exception, texts(app.exception)
+        assert app.slider(key="f_window").value == 50, page
+        assert (app.number_input(key="f_z").value, app.number_input(key="f_spread").value) == (3.0, 0.05), page
+    assert app.metric[1].label == "MA 50"
+
+
+def test_overview_headline_shows_the_close_of_a_series_with_one_day(
+    lake_dir: Path, marts: dict[str, pd.DataFrame]
+) -> None:
+    """A first day has no 1-day change: the close shows without one (the headline was empty)."""
+    daily = marts["fct_klines_daily"]
+    first = daily[daily["open_time"] == daily["open_time"].min()]
+    assert first["simple_return"].isna().all()
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts=dict(marts, fct_klines_daily=first))
+    app = run_page("overview")
+    assert not app.exception, texts(app.exception)
+    btc = first[first["symbol"] == "BTCUSDT"].iloc[0]
+    headline = {m.label: (m.value, m.delta) for m in app.metric}
+    assert headline["BTCUSDT close"] == (f"{btc['close']:,.2f}", "")  # no delta
+
+
+def test_a_wick_spike_moves_neither_resistance_nor_the_price_axis(
+    lake_dir: Path, marts: dict[str, pd.DataFrame]
+) -> None:
+    """Gate 1 flags and keeps wick spikes: resistance was a 20x high and the axis flattened the candles."""
+    hourly = marts["fct_klines_hourly"].copy()
+    btc = hourly.index[hourly["symbol"] == "BTCUSDT"]
+    spike = btc[-3]
+    hourly.loc[spike, "high"] = hourly.loc[spike, "close"] * 20
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts=dict(marts, fct_klines_hourly=hourly))
+    app = run_page("market")
+    assert not app.exception, texts(app.exception)
+    closes = hourly.loc[btc, "close"].tail(20)
+    metrics = {m.label: m.value for m in app.metric}
+    assert (metrics["support"], metrics["resistance"]) == (f"{closes.min():,.2f}", f"{closes.max():,.2f}")
+    candles = chart_specs(app)[0]
+    low, high = candles["layout"]["yaxis"]["range"]
+    assert high < hourly.loc[spike, "high"] / 5 and low > 0
+    assert any(c.value.startswith("1 candle(s) have a wick beyond this price range") for c in app.caption)
+
+
+def test_freshness_counts_an_hourly_row_up_to_the_end_of_its_hour(published: Path, marts) -> None:
+    """The 23:00 candle covers up to 23:59:59.999: klines were shown an hour behind."""
+    feeds = data.freshness(SNAPSHOT).set_index("feed")["latest"]
+    newest_hour = marts["fct_klines_hourly"]["open_time"].max().tz_convert(None)
+    assert feeds["klines"] == newest_hour + pd.Timedelta(hours=1) - pd.Timedelta(milliseconds=1)
+    newest_tx = marts["fct_transactions"]["occurred_at"].max().tz_convert(None)
+    assert abs(feeds["transactions"] - newest_tx) < pd.Timedelta(microseconds=1)
+
+
+def test_tiny_p_values_show_in_scientific_notation_and_fee_free_transactions_are_counted(
+    published: Path, marts
+) -> None:
+    pairs = run_page("pairs")
+    assert not pairs.exception, texts(pairs.exception)
+    [adf] = [frame for frame in pairs.dataframe if "p_value" in frame.value.columns]
+    assert json.loads(adf.proto.columns)["p_value"]["type_config"]["format"] == "%.2e"
+    tx = marts["fct_transactions"]
+    sample_snapshot.write_snapshot(
+        published, "20261101T000000000000Z", marts={**marts, "fct_transactions": tx.assign(fee_usd=0.0)}
+    )
+    app = run_page("transactions")
+    assert not app.exception, texts(app.exception)
+    assert any(
+        c.value.endswith("sampled transactions without a fee are not drawn (a log axis has no 0).")
+        for c in app.caption
+    )
