@@ -29,6 +29,7 @@ from flows.lake import (
     snapshot_path,
     swap_current,
     utc_now,
+    write_parquet_atomic,
 )
 from flows.quality import (
     GateResult,
@@ -354,6 +355,7 @@ class Audit:
     reused: list[str]
     carried: list[str]
     records: dict[str, dict]  # per mart, what gate2.json of the new snapshot says
+    gate_runs: Path | None = None  # this gate 2's rows, as written for fct_data_quality_runs
 
 
 def audit_snapshot(
@@ -407,9 +409,53 @@ def audit_snapshot(
     audit.results.sort(key=lambda r: r.dataset)
     if validations:  # without any, the site is as the last gate left it
         build_data_docs(context, validations)
-    record_gate_results(settings, audit.results)
+    audit.gate_runs = record_gate_results(settings, audit.results)
     audit.counts = dict(sorted(audit.counts.items()))
     return audit
+
+
+QUALITY_RUNS = "fct_data_quality_runs"
+
+
+def append_gate_runs(staged: Path, gate_runs: Path | None) -> None:
+    """Add this publish's gate 2 rows to the staged fct_data_quality_runs.
+
+    dbt builds that mart before gate 2 runs, so a snapshot showed the gate 2 of the publish
+    before it (and none after the first publish): the dashboard's gate status was a run behind.
+    The file is replaced, never written in place: it may be a link to the live snapshot's.
+    """
+    target = staged / f"{QUALITY_RUNS}.parquet"
+    if gate_runs is None or not target.exists():
+        return
+    mart = pq.read_table(target)
+    runs = pq.read_table(gate_runs).to_pandas()
+    validated = runs["rows_accepted"] + runs["rows_quarantined"]
+    rows = pd.DataFrame(
+        {
+            "run_id": runs["run_id"],
+            "gate": runs["gate"],
+            "dataset": runs["dataset"],
+            "validated_at": runs["validated_at"],
+            "batches": runs["batches"],
+            "rows_accepted": runs["rows_accepted"],
+            "rows_quarantined": runs["rows_quarantined"],
+            "rows_validated": validated,
+            "quarantined_ratio": runs["rows_quarantined"] / validated.where(validated > 0),
+            "expectations_evaluated": runs["expectations_evaluated"],
+            "expectations_failed": runs["expectations_failed"],
+            "failed_expectations": runs["failed_expectations"].where(runs["failed_expectations"] != ""),
+            "is_success": runs["success"],
+        }
+    )
+    if sorted(rows.columns) != sorted(mart.column_names):
+        log.warning("publish: %s has other columns than gate 2's rows; left as dbt built it", QUALITY_RUNS)
+        return
+    added = pa.Table.from_pandas(rows[mart.column_names], preserve_index=False).cast(
+        mart.schema.remove_metadata()
+    )
+    write_parquet_atomic(
+        pa.concat_tables([mart, added.replace_schema_metadata(mart.schema.metadata)]), target
+    )
 
 
 def publish_marts(settings: Settings) -> PublishResult:
@@ -449,6 +495,7 @@ def publish_marts(settings: Settings) -> PublishResult:
                     f"gate 2 failed, snapshot not published (the previous one stays live): "
                     f"{describe_failures(audit.results)}; see `lakehouse dq-report`"
                 )
+            append_gate_runs(staged, audit.gate_runs)
             (staged / GATE_RECORD).write_text(json.dumps({"marts": audit.records}, indent=1, sort_keys=True))
             staged.rename(snapshot_path(settings.lake_dir, snapshot_id))
         finally:

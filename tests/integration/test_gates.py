@@ -10,15 +10,17 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from flows.errors import LakehouseError
-from flows.lake import current_snapshot, marts_dir, snapshot_path
+from flows.lake import current_snapshot, marts_dir, snapshot_path, utc_now
 from flows.publish import GateFailed, publish_marts, sql_list
 from flows.quality import data_docs_index, validate_raw
 from flows.settings import load_settings
@@ -800,3 +802,37 @@ def test_gate_1_runs_with_scipy_stats_deferred_and_it_loads_when_first_used(tmp_
         "after the gate: False",
         "on first use: 0.5 True",
     ]
+
+
+QUALITY_RUNS_TABLE = """
+    create table marts.fct_data_quality_runs as
+    select '20261001T000000000000Z' as run_id, 'raw' as gate, 'binance.klines' as dataset,
+        timestamptz '2026-10-01 00:00:00+00' as validated_at, 1::bigint as batches,
+        60::bigint as rows_accepted, 0::bigint as rows_quarantined, 60::bigint as rows_validated,
+        0.0::double as quarantined_ratio, 12::bigint as expectations_evaluated,
+        0::bigint as expectations_failed, null::varchar as failed_expectations, true as is_success
+"""
+
+
+def test_the_published_quality_runs_hold_the_gate_2_that_passed_that_snapshot(settings, published):
+    """dbt builds the mart before gate 2 runs: a snapshot showed the gate 2 of the publish before it."""
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute(QUALITY_RUNS_TABLE)
+    first = publish_marts(settings)
+    again = publish_marts(settings)  # nothing rebuilt: the mart file of `first` may be linked
+    for result in (first, again):
+        runs = pq.read_table(
+            snapshot_path(settings.lake_dir, result.snapshot_id) / "fct_data_quality_runs.parquet"
+        )
+        rows = runs.to_pandas()
+        validated = {r.dataset for r in result.gate}
+        this_gate = rows[(rows["gate"] == "marts") & rows["dataset"].isin(validated)]
+        assert len(this_gate) >= len(validated) >= 1
+        assert this_gate["validated_at"].max() >= pd.Timestamp(utc_now() - timedelta(minutes=5))
+        assert this_gate["is_success"].all()
+        assert rows[rows["gate"] == "raw"]["rows_accepted"].tolist() == [60]
+        assert runs.schema.metadata.get(b"lakehouse_fingerprint")
+    before = pq.read_table(
+        snapshot_path(settings.lake_dir, first.snapshot_id) / "fct_data_quality_runs.parquet"
+    )
+    assert len(before) == 1 + len(first.gate)  # the later publish left it as it was

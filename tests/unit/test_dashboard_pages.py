@@ -364,7 +364,9 @@ def test_every_filter_keeps_its_value_across_page_switches(published: Path) -> N
         app.switch_page(page).run()
         assert not app.exception, texts(app.exception)
         assert app.slider(key="f_window").value == 50, page
-        assert (app.number_input(key="f_z").value, app.number_input(key="f_spread").value) == (3.0, 0.05), page
+        assert (app.number_input(key="f_z").value, app.number_input(key="f_spread").value) == (3.0, 0.05), (
+            page
+        )
     assert app.metric[1].label == "MA 50"
 
 
