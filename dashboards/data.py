@@ -348,6 +348,12 @@ def has(snapshot: str, table: str) -> bool:
     return mart_name(snapshot, table) is not None
 
 
+def has_rows(snapshot: str, table: str) -> bool:
+    """Whether the snapshot holds the mart and it has at least one row (whatever the filters)."""
+    mart = mart_name(snapshot, table)
+    return mart is not None and bool(_read(snapshot, f"select count(*) as n from {_q(mart)}")["n"].iloc[0])
+
+
 def resolve(
     snapshot: str, table: str, wanted: list[str], optional: tuple[str, ...] = ()
 ) -> tuple[str, dict[str, str]]:

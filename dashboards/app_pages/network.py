@@ -20,8 +20,10 @@ def hourly_network():
     )
 
 
+NO_NETWORK = "No network rows in this date range: widen it in the sidebar (network data has no symbols)."
+
 with ui.section("Gas price"):
-    network = ui.require_rows(hourly_network())
+    network = ui.require_rows(hourly_network(), NO_NETWORK)
     ui.chart(
         px.line(network, x="time", y=[c for c in ("gas", "gas_p95") if c in network]),
         "Gas price (gwei), hourly mean and p95",
@@ -36,7 +38,11 @@ with ui.section("Gas price decomposition (STL)"):
         start=chosen.start,
         end=chosen.end,
     )
-    ui.require_rows(stl)
+    ui.require_rows(
+        stl,
+        "No decomposition in this date range: STL needs at least 2 days of hourly network data "
+        "(its daily season), so widen the date range in the sidebar or land more days.",
+    )
     parts = ["observed", "trend", "seasonal", "residual"]
     figure = make_subplots(rows=4, cols=1, shared_xaxes=True, subplot_titles=parts)
     for row, part in enumerate(parts, start=1):
@@ -44,7 +50,7 @@ with ui.section("Gas price decomposition (STL)"):
     ui.chart(figure, "Trend, daily seasonality and residual", height=640, key="stl")
 
 with ui.section("Throughput and chain"):
-    network = ui.require_rows(hourly_network())
+    network = ui.require_rows(hourly_network(), NO_NETWORK)
     metrics = [c for c in ("tps", "block_time", "difficulty", "hashrate") if c in network]
     if not metrics:
         raise data.DataUnavailable("fct_network_hourly has no tps/block time columns; run `make run`.")

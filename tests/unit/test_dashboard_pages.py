@@ -431,3 +431,25 @@ def test_tiny_p_values_show_in_scientific_notation_and_fee_free_transactions_are
         c.value.endswith("sampled transactions without a fee are not drawn (a log axis has no 0).")
         for c in app.caption
     )
+
+
+def test_empty_states_say_what_to_do_on_pages_without_symbols_or_streamed_trades(
+    lake_dir: Path, marts: dict[str, pd.DataFrame]
+) -> None:
+    trades = [name for name in marts if name in data.MARTS["trades"]]
+    assert trades
+    emptied = {**marts, **{name: marts[name].head(0) for name in trades}}
+    emptied["fct_gas_price_decomposition"] = marts["fct_gas_price_decomposition"].head(0)
+    sample_snapshot.write_snapshot(lake_dir, SNAPSHOT, marts=emptied)
+    flow = run_page("order_flow")
+    assert not flow.exception, texts(flow.exception)
+    assert any(
+        t.startswith("No trade stream marts yet. Start one with `lakehouse stream") for t in texts(flow.info)
+    )
+    network = run_page("network")
+    assert not network.exception, texts(network.exception)
+    assert any(
+        t.startswith("No decomposition in this date range: STL needs at least 2 days")
+        for t in texts(network.info)
+    )
+    assert ui.EMPTY not in texts(network.info)
