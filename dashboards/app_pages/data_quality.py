@@ -40,6 +40,7 @@ with ui.section("Last runs of both gates"):
             f"{len(group) - failed}/{len(group)} passed",
             f"{failed} failing" if failed else "all green",
             delta_color="inverse" if failed else "normal",
+            delta_arrow="off",  # a count of failing datasets is not a rise or a fall
         )
     st.dataframe(last, hide_index=True, width="stretch")
 

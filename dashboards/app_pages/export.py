@@ -17,7 +17,11 @@ with ui.section():
     time_column = data.export_time_column(snapshot, mart)
     applied = [
         f"market = {chosen.market}" if chosen.market and "market" in data.schema(snapshot)[mart] else "",
-        f"symbols = {', '.join(chosen.symbols)}" if "symbol" in data.schema(snapshot)[mart] else "",
+        (
+            f"symbols = {', '.join(chosen.symbols) or '(all)'}"
+            if "symbol" in data.schema(snapshot)[mart]
+            else ""
+        ),
         f"{time_column} in {chosen.start} .. {chosen.end}" if time_column and chosen.start else "",
     ]
     args = (

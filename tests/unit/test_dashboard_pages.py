@@ -453,3 +453,12 @@ def test_empty_states_say_what_to_do_on_pages_without_symbols_or_streamed_trades
         for t in texts(network.info)
     )
     assert ui.EMPTY not in texts(network.info)
+
+
+def test_export_says_all_symbols_when_none_is_picked(published: Path) -> None:
+    app = run_page("export")
+    app.selectbox(key="export_mart").set_value("fct_klines_hourly").run()
+    app.multiselect(key="f_symbols").set_value([]).run()
+    assert not app.exception, texts(app.exception)
+    [caption] = [c.value for c in app.caption if c.value.startswith("filters applied:")]
+    assert "symbols = (all)" in caption
