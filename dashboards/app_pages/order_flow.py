@@ -22,8 +22,19 @@ def order_flow():
 
 
 with ui.section("Cumulative volume delta"):
-    flow = ui.require_rows(order_flow())
-    ui.chart(px.line(flow, x="time", y="cvd", color="symbol"), "Cumulative volume delta", key="cvd")
+    flow = ui.require_rows(order_flow()).sort_values(["symbol", "time"])
+    # From the range's first hour, and each symbol on its own axis: the deltas are in base units
+    # (BTC, ETH), so one shared axis made ETH look 20x more one-sided than BTC.
+    flow["cvd_in_range"] = flow.groupby("symbol")["volume_delta"].cumsum()
+    figure = px.line(flow, x="time", y="cvd_in_range", color="symbol", facet_row="symbol")
+    figure.update_yaxes(matches=None, title_text="")
+    figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    ui.chart(
+        figure,
+        f"Cumulative volume delta since {chosen.start} (base units, one axis per symbol)",
+        height=120 + 180 * flow["symbol"].nunique(),
+        key="cvd",
+    )
     focus = flow[flow["symbol"] == chosen.focus]
     colors = [theme.UP if v >= 0 else theme.DOWN for v in focus["volume_delta"]]
     ui.chart(

@@ -462,3 +462,18 @@ def test_export_says_all_symbols_when_none_is_picked(published: Path) -> None:
     assert not app.exception, texts(app.exception)
     [caption] = [c.value for c in app.caption if c.value.startswith("filters applied:")]
     assert "symbols = (all)" in caption
+
+
+def test_cvd_starts_at_the_range_start_on_one_axis_per_symbol(published: Path, marts) -> None:
+    app = run_page("order_flow")
+    assert not app.exception, texts(app.exception)
+    cvd = chart_specs(app)[0]
+    flow = marts["fct_order_flow_hourly"]
+    start = pd.Timestamp(app.date_input(key="f_dates").value[0], tz="UTC")
+    for trace in cvd["data"]:
+        rows = flow[(flow["symbol"] == trace["name"]) & (flow["open_time"] >= start)].sort_values("open_time")
+        assert values(trace["y"])[0] == pytest.approx(rows["volume_delta"].iloc[0])
+        assert values(trace["y"])[-1] == pytest.approx(rows["volume_delta"].sum())
+    axes = [key for key in cvd["layout"] if key.startswith("yaxis")]
+    assert len(axes) == len(cvd["data"]) == 2
+    assert all(cvd["layout"][axis].get("matches") is None for axis in axes)
