@@ -111,7 +111,7 @@ def sidebar(snapshot: str, *, symbols: bool = True, interval: bool = False) -> F
         _remembered("f_z", Z_DEFAULT)
         z = st.number_input("|z-score| at least", 0.5, 10.0, step=0.5, key="f_z")
         _remembered("f_spread", 0.0)
-        spread = st.number_input("|spread| at least (0 = off)", 0.0, step=1.0, key="f_spread")
+        spread = st.number_input("|spread| at least (0 = off)", 0.0, step=0.01, format="%.4f", key="f_spread")
         _remembered("f_above", 0.0)
         above = st.number_input("price above (0 = off)", 0.0, step=100.0, key="f_above")
         _remembered("f_below", 0.0)

@@ -95,7 +95,9 @@ with ui.section("Returns"):
     left, right = ui.st.columns(2)
     with left:
         ui.chart(
-            px.line(returns, x="time", y="cumulative_return", color="symbol"),
+            px.line(returns, x="time", y="cumulative_return", color="symbol").update_yaxes(
+                tickformat=".0%", title_text="cumulative return"
+            ),
             "Cumulative return",
             key="market_cumulative",
         )

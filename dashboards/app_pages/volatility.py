@@ -20,7 +20,9 @@ with ui.section("Rolling volatility"):
     )
     ui.require_rows(returns)
     ui.chart(
-        px.line(returns, x="time", y="rolling_volatility", color="symbol"),
+        px.line(returns, x="time", y="rolling_volatility", color="symbol").update_yaxes(
+            tickformat=".0%", title_text="annualised volatility"
+        ),
         f"Annualised volatility over {chosen.window} {chosen.interval} periods",
         key="rolling_vol",
     )
@@ -40,10 +42,18 @@ with ui.section("Realized volatility (daily estimators)"):
     ui.require_rows(realized)
     estimators = [c for c in ("realized", "parkinson", "garman_klass") if c in realized]
     ui.chart(
-        px.line(realized, x="time", y=estimators),
+        px.line(realized, x="time", y=estimators).update_yaxes(
+            tickformat=".0%", title_text="annualised volatility"
+        ),
         f"{chosen.focus} realized, Parkinson and Garman-Klass volatility",
         key="realized_vol",
     )
+    if len(estimators) > 1:
+        st.caption(
+            "Parkinson and Garman-Klass read each day's high and low: a wick spike gate 1 flags "
+            "(and keeps, since prices are never capped) inflates them; realized volatility reads "
+            "closes only."
+        )
 
 with ui.section("Correlation of hourly returns"):
     ui.require_symbols(chosen, 2)

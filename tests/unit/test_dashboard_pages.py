@@ -477,3 +477,16 @@ def test_cvd_starts_at_the_range_start_on_one_axis_per_symbol(published: Path, m
     axes = [key for key in cvd["layout"] if key.startswith("yaxis")]
     assert len(axes) == len(cvd["data"]) == 2
     assert all(cvd["layout"][axis].get("matches") is None for axis in axes)
+
+
+def test_return_and_volatility_axes_read_as_percentages(published: Path) -> None:
+    for page, titles in (
+        ("market", {"Cumulative return"}),
+        ("volatility", {"Annualised volatility over 20 1h periods"}),
+    ):
+        app = run_page(page)
+        assert not app.exception, texts(app.exception)
+        specs = {spec["layout"]["title"]["text"]: spec for spec in chart_specs(app)}
+        for title in titles:
+            assert specs[title]["layout"]["yaxis"]["tickformat"] == ".0%", (page, title)
+    assert app.number_input(key="f_spread").step == 0.01
