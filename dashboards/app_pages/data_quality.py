@@ -13,7 +13,10 @@ left.link_button("Great Expectations Data Docs", data_docs, width="stretch")
 right.link_button("dbt docs (lineage)", dbt_docs, width="stretch")
 st.caption(
     f"Data Docs: `lakehouse dq-report` serves {data_docs}; dbt docs: `lakehouse docs` serves "
-    f"{dbt_docs} (set LAKEHOUSE_DATA_DOCS_URL / LAKEHOUSE_DBT_DOCS_URL to change)."
+    f"{dbt_docs} (set LAKEHOUSE_DATA_DOCS_URL / LAKEHOUSE_DBT_DOCS_URL to change). "
+    "Data Docs marks a validation failed when any expectation fails, flag-only ones too (severity "
+    "warning in their suite: rows counted and accepted); this page counts only the rules that "
+    "quarantine rows or stop a publish, so it can show fewer failures."
 )
 
 
