@@ -458,6 +458,18 @@ def kline_universe(snapshot: str) -> pd.DataFrame:
     )
 
 
+def _warm_up(
+    snapshot: str, mart: str, cols: dict[str, str], interval: str, start: date | None, periods: int
+) -> tuple[date | None, str, list]:
+    """A start `periods` intervals before `start` to read from (so a window is full at the range's
+    first row), and the filter (on the alias `time`) that keeps the range itself."""
+    if start is None:
+        return None, "", []
+    days = periods if interval == "1d" else -(-periods // 24)
+    _, since = _where(snapshot, mart, {"time": cols["time"]}, None, None, start, None)
+    return start - timedelta(days=days), " where time >= ?", since
+
+
 def klines_with_levels(
     snapshot: str,
     interval: str,
@@ -470,7 +482,9 @@ def klines_with_levels(
     """Candles of one symbol with a moving average, rolling VWAP and support/resistance over window.
 
     Support and resistance are the lowest and highest close of the window: a wick spike (which
-    gate 1 flags, and keeps) put resistance at 20x the price.
+    gate 1 flags, and keeps) put resistance at 20x the price. Windows read the periods before
+    the range, and a window with fewer than `window` periods (the start of the data) is null,
+    not an average of fewer periods labelled as a full window.
     """
     mart, cols = resolve(
         snapshot,
@@ -479,21 +493,26 @@ def klines_with_levels(
         ("vwap", "simple_return"),
     )
     c = {a: _q(p) for a, p in cols.items()}
-    where, params = _where(snapshot, mart, cols, market, (symbol,), start, end)
+    window = int(window)
+    read_from, keep, since = _warm_up(snapshot, mart, cols, interval, start, window)
+    where, params = _where(snapshot, mart, cols, market, (symbol,), read_from, end)
     vwap = c["vwap"] if "vwap" in c else f"{c['quote_volume']} / nullif({c['volume']}, 0)"
-    # Inline frames (not a named WINDOW clause): DuckDB numbers a named window's `?` before the
-    # WHERE clause's, so parameters would bind out of textual order.
-    frame = "over (order by time rows between ? preceding and current row)"
+    frame = f"over (order by time rows between {window - 1} preceding and current row)"
+    full = f"count(*) {frame} = {window}"
     sql = (
         "with base as ("
         f"select {c['time']} as time, {c['open']} as open, {c['high']} as high, "
         f"{c['low']} as low, {c['close']} as close, {c['volume']} as volume, "
-        f"{c['quote_volume']} as quote_volume, {vwap} as vwap from {_q(mart)}{where}) "
-        f"select time, open, high, low, close, volume, vwap, avg(close) {frame} as moving_average, "
-        f"sum(quote_volume) {frame} / nullif(sum(volume) {frame}, 0) as rolling_vwap, "
-        f"min(close) {frame} as support, max(close) {frame} as resistance from base order by time"
+        f"{c['quote_volume']} as quote_volume, {vwap} as vwap from {_q(mart)}{where}), "
+        "levels as ("
+        f"select time, open, high, low, close, volume, vwap, "
+        f"case when {full} then avg(close) {frame} end as moving_average, "
+        f"case when {full} then sum(quote_volume) {frame} / nullif(sum(volume) {frame}, 0) end as rolling_vwap, "
+        f"case when {full} then min(close) {frame} end as support, "
+        f"case when {full} then max(close) {frame} end as resistance from base) "
+        f"select * from levels{keep} order by time"
     )
-    return _read(snapshot, sql, (*params, *[int(window) - 1] * 5))
+    return _read(snapshot, sql, (*params, *since))
 
 
 def returns(
@@ -505,24 +524,34 @@ def returns(
     end: date,
     window: int,
 ) -> pd.DataFrame:
-    """Per symbol and period: simple return, cumulative return and annualised rolling volatility."""
+    """Per symbol and period: simple return, cumulative return and annualised rolling volatility.
+
+    The cumulative return starts at the range's first close; the first return and the rolling
+    volatility read the periods before the range, and a volatility of fewer than `window`
+    returns is null.
+    """
     mart, cols = resolve(snapshot, f"klines_{interval}", ["market", "symbol", "time", "close"])
     c = {a: _q(p) for a, p in cols.items()}
-    where, params = _where(snapshot, mart, cols, market, symbols, start, end)
+    window = int(window)
+    read_from, keep, since = _warm_up(snapshot, mart, cols, interval, start, window + 1)
+    where, params = _where(snapshot, mart, cols, market, symbols, read_from, end)
     periods_per_year = 24 * 365 if interval == "1h" else 365
+    frame = f"over (partition by symbol order by time rows between {window - 1} preceding and current row)"
     sql = (
         "with base as ("
         f"select {c['symbol']} as symbol, {c['time']} as time, {c['close']} as close, "
         f"ln({c['close']} / lag({c['close']}) over (partition by {c['symbol']} "
-        f"order by {c['time']})) as log_return from {_q(mart)}{where}) "
+        f"order by {c['time']})) as log_return from {_q(mart)}{where}), "
+        "rolling as ("
+        "select symbol, time, close, log_return, "
+        f"case when count(log_return) {frame} = {window} "
+        f"then stddev_samp(log_return) {frame} * sqrt({periods_per_year}) end as rolling_volatility "
+        f"from base), kept as (select * from rolling{keep}) "
         "select symbol, time, exp(log_return) - 1 as simple_return, "
         "close / first_value(close) over (partition by symbol order by time) - 1 "
-        "as cumulative_return, "
-        "stddev_samp(log_return) over (partition by symbol order by time "
-        "rows between ? preceding and current row) * sqrt(?) as rolling_volatility "
-        "from base order by symbol, time"
+        "as cumulative_return, rolling_volatility from kept order by symbol, time"
     )
-    return _read(snapshot, sql, (*params, int(window) - 1, periods_per_year))
+    return _read(snapshot, sql, (*params, *since))
 
 
 def correlation_matrix(

@@ -490,3 +490,25 @@ def test_return_and_volatility_axes_read_as_percentages(published: Path) -> None
         for title in titles:
             assert specs[title]["layout"]["yaxis"]["tickformat"] == ".0%", (page, title)
     assert app.number_input(key="f_spread").step == 0.01
+
+
+def test_rolling_windows_read_before_the_range_and_are_null_until_full(published: Path, marts) -> None:
+    """A window of fewer periods was labelled MA 20 (at the range start, an average of 1 close)."""
+    hourly = marts["fct_klines_hourly"]
+    btc = hourly[hourly["symbol"] == "BTCUSDT"].sort_values("open_time").reset_index(drop=True)
+    first_day = btc["open_time"].min().date()
+    later = first_day + pd.Timedelta(days=3)
+    candles = data.klines_with_levels(SNAPSHOT, "1h", "spot", "BTCUSDT", later, later, 20)
+    at = btc.index[btc["open_time"] == pd.Timestamp(later, tz="UTC")][0]
+    assert candles["moving_average"].iloc[0] == pytest.approx(btc["close"].iloc[at - 19 : at + 1].mean())
+    assert candles["resistance"].iloc[0] == pytest.approx(btc["close"].iloc[at - 19 : at + 1].max())
+    from_start = data.klines_with_levels(SNAPSHOT, "1h", "spot", "BTCUSDT", first_day, later, 20)
+    assert from_start["moving_average"].isna().tolist()[:20] == [True] * 19 + [False]
+    returns = data.returns(SNAPSHOT, "1h", "spot", ("BTCUSDT",), later, later, 20)
+    assert returns["cumulative_return"].iloc[0] == 0
+    assert returns["simple_return"].iloc[0] == pytest.approx(
+        btc["close"].iloc[at] / btc["close"].iloc[at - 1] - 1
+    )
+    assert returns["rolling_volatility"].notna().all()
+    returns = data.returns(SNAPSHOT, "1h", "spot", ("BTCUSDT",), first_day, later, 20)
+    assert returns["rolling_volatility"].isna().tolist()[:21] == [True] * 20 + [False]
