@@ -1,5 +1,6 @@
 """Market: candlestick with volume, moving average, VWAP, support/resistance; returns."""
 
+import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
@@ -25,9 +26,15 @@ with ui.section(f"{chosen.focus or 'Price'} candles"):
     ui.metric_row(
         [
             ("close", f"{last.close:,.2f}", None),
-            (f"MA {chosen.window}", f"{last.moving_average:,.2f}", None),
-            ("support", f"{last.support:,.2f}", None),
-            ("resistance", f"{last.resistance:,.2f}", None),
+            # n/a until the window is full (the first periods of the data).
+            *(
+                (label, "n/a" if pd.isna(value) else f"{value:,.2f}", None)
+                for label, value in (
+                    (f"MA {chosen.window}", last.moving_average),
+                    ("support", last.support),
+                    ("resistance", last.resistance),
+                )
+            ),
         ]
     )
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25])

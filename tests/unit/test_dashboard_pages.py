@@ -512,3 +512,13 @@ def test_rolling_windows_read_before_the_range_and_are_null_until_full(published
     assert returns["rolling_volatility"].notna().all()
     returns = data.returns(SNAPSHOT, "1h", "spot", ("BTCUSDT",), first_day, later, 20)
     assert returns["rolling_volatility"].isna().tolist()[:21] == [True] * 20 + [False]
+
+
+def test_market_metrics_say_n_a_while_the_window_is_not_full(published: Path, marts) -> None:
+    first_day = marts["fct_klines_hourly"]["open_time"].min().date()
+    app = run_page("market")
+    app.date_input(key="f_dates").set_value((first_day, first_day)).run()
+    app.slider(key="f_window").set_value(50).run()  # 24 hours in the data: never full
+    assert not app.exception, texts(app.exception)
+    metrics = {m.label: m.value for m in app.metric}
+    assert (metrics["MA 50"], metrics["support"], metrics["resistance"]) == ("n/a", "n/a", "n/a")
