@@ -450,12 +450,11 @@ def append_gate_runs(staged: Path, gate_runs: Path | None) -> None:
     if sorted(rows.columns) != sorted(mart.column_names):
         log.warning("publish: %s has other columns than gate 2's rows; left as dbt built it", QUALITY_RUNS)
         return
-    added = pa.Table.from_pandas(rows[mart.column_names], preserve_index=False).cast(
-        mart.schema.remove_metadata()
-    )
-    write_parquet_atomic(
-        pa.concat_tables([mart, added.replace_schema_metadata(mart.schema.metadata)]), target
-    )
+    # DuckDB writes a column without nulls as required; gate 2's rows may have one (the ratio of
+    # an empty mart), so every field may be null.
+    schema = pa.schema([field.with_nullable(True) for field in mart.schema], metadata=mart.schema.metadata)
+    added = pa.Table.from_pandas(rows[mart.column_names], preserve_index=False)
+    write_parquet_atomic(pa.concat_tables([mart.cast(schema), added.cast(schema)]), target)
 
 
 def publish_marts(settings: Settings) -> PublishResult:
