@@ -417,16 +417,17 @@ def audit_snapshot(
 QUALITY_RUNS = "fct_data_quality_runs"
 
 
-def append_gate_runs(staged: Path, gate_runs: Path | None) -> None:
+def append_gate_runs(staged: Path, gate_runs: Path | None) -> int | None:
     """Add this publish's gate 2 rows to the staged fct_data_quality_runs.
 
     dbt builds that mart before gate 2 runs, so a snapshot showed the gate 2 of the publish
     before it (and none after the first publish): the dashboard's gate status was a run behind.
     The file is replaced, never written in place: it may be a link to the live snapshot's.
+    Returns the mart's rows now (None when it was left as it was).
     """
     target = staged / f"{QUALITY_RUNS}.parquet"
     if gate_runs is None or not target.exists():
-        return
+        return None
     mart = pq.read_table(target)
     runs = pq.read_table(gate_runs).to_pandas()
     validated = runs["rows_accepted"] + runs["rows_quarantined"]
@@ -449,12 +450,13 @@ def append_gate_runs(staged: Path, gate_runs: Path | None) -> None:
     )
     if sorted(rows.columns) != sorted(mart.column_names):
         log.warning("publish: %s has other columns than gate 2's rows; left as dbt built it", QUALITY_RUNS)
-        return
+        return None
     # DuckDB writes a column without nulls as required; gate 2's rows may have one (the ratio of
     # an empty mart), so every field may be null.
     schema = pa.schema([field.with_nullable(True) for field in mart.schema], metadata=mart.schema.metadata)
     added = pa.Table.from_pandas(rows[mart.column_names], preserve_index=False)
     write_parquet_atomic(pa.concat_tables([mart.cast(schema), added.cast(schema)]), target)
+    return mart.num_rows + added.num_rows
 
 
 def publish_marts(settings: Settings) -> PublishResult:
@@ -494,7 +496,9 @@ def publish_marts(settings: Settings) -> PublishResult:
                     f"gate 2 failed, snapshot not published (the previous one stays live): "
                     f"{describe_failures(audit.results)}; see `lakehouse dq-report`"
                 )
-            append_gate_runs(staged, audit.gate_runs)
+            rows = append_gate_runs(staged, audit.gate_runs)
+            if rows is not None:
+                audit.counts[QUALITY_RUNS] = rows
             (staged / GATE_RECORD).write_text(json.dumps({"marts": audit.records}, indent=1, sort_keys=True))
             staged.rename(snapshot_path(settings.lake_dir, snapshot_id))
         finally:

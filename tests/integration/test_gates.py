@@ -835,6 +835,7 @@ def test_the_published_quality_runs_hold_the_gate_2_that_passed_that_snapshot(se
         assert this_gate["is_success"].all()
         assert rows[rows["gate"] == "raw"]["rows_accepted"].tolist() == [60]
         assert runs.schema.metadata.get(b"lakehouse_fingerprint")
+        assert result.tables["fct_data_quality_runs"] == len(rows)  # what the run summary says
     before = pq.read_table(
         snapshot_path(settings.lake_dir, first.snapshot_id) / "fct_data_quality_runs.parquet"
     )
