@@ -766,7 +766,10 @@ def export_frame(
 _TIME_CANDIDATES = (
     "open_time",
     "date",
+    "trading_date",
+    "candle_date",
     "hour",
+    "observed_hour",
     "minute",
     "occurred_at",
     "activity_date",
@@ -774,12 +777,29 @@ _TIME_CANDIDATES = (
     "window_end",
     "validated_at",
     "registered_at",
+    "observed_at",
 )
 
 
 def export_time_column(snapshot: str, mart: str) -> str | None:
     present = schema(snapshot).get(mart, [])
     return next((c for c in _TIME_CANDIDATES if c in present), None)
+
+
+def export_span(snapshot: str, mart: str) -> tuple[date, date] | None:
+    """The first and last day of a mart's time column (None without one, or without rows): the
+    export's own date range, since each mart covers its own days (users' registrations go back
+    a year before the first candle; quality runs are dated the day the gates ran)."""
+    column = export_time_column(snapshot, mart)
+    if column is None:
+        return None
+    span = _read(
+        snapshot, f"select min({_q(column)})::date as first, max({_q(column)})::date as last from {_q(mart)}"
+    )
+    first, last = span["first"].iloc[0], span["last"].iloc[0]
+    if pd.isna(first) or pd.isna(last):
+        return None
+    return pd.Timestamp(first).date(), pd.Timestamp(last).date()
 
 
 def export_count(

@@ -15,23 +15,28 @@ with ui.section():
     mart = st.selectbox("Mart", names, key="export_mart")
     fmt = st.radio("Format", list(data.EXPORT_FORMATS), horizontal=True, key="export_format")
     time_column = data.export_time_column(snapshot, mart)
+    # Each mart covers its own days (registrations a year before the first candle, quality runs
+    # on the day the gates ran): the export picks from the mart's own span, not the sidebar's.
+    span = data.export_span(snapshot, mart)
+    start = end = None
+    if span is not None:
+        first, last = span
+        picked = st.date_input(
+            f"Date range of {time_column} ({first} .. {last} in this mart)",
+            value=(first, last),
+            min_value=first,
+            max_value=last,
+            key=f"export_dates_{mart}",
+        )
+        if isinstance(picked, tuple | list) and picked:
+            start, end = picked[0], picked[-1]
+    schema = data.schema(snapshot)[mart]
     applied = [
-        f"market = {chosen.market}" if chosen.market and "market" in data.schema(snapshot)[mart] else "",
-        (
-            f"symbols = {', '.join(chosen.symbols) or '(all)'}"
-            if "symbol" in data.schema(snapshot)[mart]
-            else ""
-        ),
-        f"{time_column} in {chosen.start} .. {chosen.end}" if time_column and chosen.start else "",
+        f"market = {chosen.market}" if chosen.market and "market" in schema else "",
+        f"symbols = {', '.join(chosen.symbols) or '(all)'}" if "symbol" in schema else "",
+        f"{time_column} in {start} .. {end}" if start else "",
     ]
-    args = (
-        snapshot,
-        mart,
-        chosen.market,
-        chosen.symbols or None,
-        chosen.start if time_column else None,
-        chosen.end if time_column else None,
-    )
+    args = (snapshot, mart, chosen.market, chosen.symbols or None, start, end)
     rows = data.export_count(*args)
     st.caption("filters applied: " + ("; ".join(a for a in applied if a) or "none (whole mart)"))
     if rows == 0:

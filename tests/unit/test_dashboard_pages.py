@@ -232,7 +232,9 @@ def test_publish_while_open_shows_the_new_snapshot(published: Path, marts) -> No
 def test_export_counts_and_encodes_the_filtered_rows(published: Path, marts) -> None:
     app = run_page("export")
     app.selectbox(key="export_mart").set_value("fct_klines_daily").run()
-    app.date_input(key="f_dates").set_value((date(2026, 10, 2), date(2026, 10, 4))).run()
+    app.date_input(key="export_dates_fct_klines_daily").set_value(
+        (date(2026, 10, 2), date(2026, 10, 4))
+    ).run()
     assert not app.exception, texts(app.exception)
     assert app.get("download_button")[0].proto.label == "Download 6 rows as CSV"
     app.radio(key="export_format").set_value("parquet").run()
@@ -522,3 +524,15 @@ def test_market_metrics_say_n_a_while_the_window_is_not_full(published: Path, ma
     assert not app.exception, texts(app.exception)
     metrics = {m.label: m.value for m in app.metric}
     assert (metrics["MA 50"], metrics["support"], metrics["resistance"]) == ("n/a", "n/a", "n/a")
+
+
+def test_export_picks_dates_from_each_marts_own_span(published: Path, marts) -> None:
+    """One range for every mart exported 600 of 5,000 users and no quality run at all."""
+    app = run_page("export")
+    for mart, column in (("dim_users", "registered_at"), ("fct_data_quality_runs", "validated_at")):
+        app.selectbox(key="export_mart").set_value(mart).run()
+        assert not app.exception, texts(app.exception)
+        values = pd.to_datetime(marts[mart][column], utc=True)
+        first, last = values.min().date(), values.max().date()
+        assert app.date_input(key=f"export_dates_{mart}").value == (first, last)
+        assert app.get("download_button")[0].proto.label == f"Download {len(marts[mart]):,} rows as CSV"
