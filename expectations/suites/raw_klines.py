@@ -205,15 +205,27 @@ def price_jump_sigmas(
     n = len(frame)
     if n == 0:
         return np.zeros(0)
-    if history is not None and len(history):
-        both = pd.concat([frame[SERIES], history[SERIES]], ignore_index=True)
-        open_ms = np.concatenate([open_ms, history["open_ms"].to_numpy("float64")])
-        close = np.concatenate([close, history["close"].to_numpy("float64")])
-        return _jump_scores(both, open_ms, close, window)[:n]
-    return _jump_scores(frame[SERIES], open_ms, close, window)
+    scores, position = _jump_scores(frame[SERIES], open_ms, close, window)
+    head = np.flatnonzero(position <= window)  # rows with too few returns before them in the batch
+    if history is None or not len(history) or not len(head):
+        return scores
+    # Only those rows are scored again, with the candles before the batch in front: a few rows a
+    # series, not a copy of the whole batch.
+    rows = pd.concat([frame[SERIES].iloc[head], history[SERIES]], ignore_index=True)
+    rescored, _ = _jump_scores(
+        rows,
+        np.concatenate([open_ms[head], history["open_ms"].to_numpy("float64")]),
+        np.concatenate([close[head], history["close"].to_numpy("float64")]),
+        window,
+    )
+    scores[head] = rescored[: len(head)]
+    return scores
 
 
-def _jump_scores(frame: pd.DataFrame, open_ms: np.ndarray, close: np.ndarray, window: int) -> np.ndarray:
+def _jump_scores(
+    frame: pd.DataFrame, open_ms: np.ndarray, close: np.ndarray, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and each row's position in its series (rows before it), in the frame's order."""
     n = len(frame)
     series = frame.groupby(SERIES, sort=False, observed=True).ngroup().to_numpy()
     order = np.lexsort((np.nan_to_num(open_ms), series))
@@ -227,9 +239,9 @@ def _jump_scores(frame: pd.DataFrame, open_ms: np.ndarray, close: np.ndarray, wi
     with np.errstate(divide="ignore", invalid="ignore"):
         score = np.abs(returns) / history
     score[(position <= window) | ~np.isfinite(score)] = 0.0
-    out = np.empty(n)
-    out[order] = score
-    return out
+    out, where = np.empty(n), np.empty(n, dtype=np.int64)
+    out[order], where[order] = score, position
+    return out, where
 
 
 def history(lake_dir: Path, frame: pd.DataFrame, params: dict) -> pd.DataFrame | None:
