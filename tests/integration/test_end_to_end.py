@@ -78,9 +78,10 @@ def test_second_run_leaves_counts_and_published_values_unchanged(two_runs):
     assert {k: v for k, v in second["marts"].items() if k != history} == {
         k: v for k, v in first["marts"].items() if k != history
     }
-    # By the time run 2 builds, the history holds run 1's mart gate and run 2's raw gate as well.
+    # Each snapshot's history holds the gate 2 run that passed it (added at publish); run 2's
+    # build adds run 2's raw gate, and its publish run 2's mart gate.
     assert second["marts"][history] == (
-        first["marts"][history] + len(first["mart_gate"]) + len(second["raw_gate"])
+        first["marts"][history] + len(second["raw_gate"]) + len(second["mart_gate"])
     )
     assert second["snapshot_id"] != first["snapshot_id"]
     assert current_snapshot(settings.lake_dir) == second["snapshot_id"]
