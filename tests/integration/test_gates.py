@@ -666,13 +666,12 @@ def pairs_rows(n: int, time_column: str, **columns) -> pd.DataFrame:
     return frame.assign(**columns)
 
 
-def test_pairs_marts_fail_the_gate_on_an_infinite_fit_or_an_impossible_p_value(settings):
-    from flows.quality import validate_frame
-
-    hourly = pairs_rows(
+def pairs_hourly_rows():
+    """Four hours of one pair; the first has too little history: nulls, which are allowed."""
+    return pairs_rows(
         4,
         "open_time",
-        hedge_ratio=[None, 1.5, 1.6, 1.7],  # null: too little history, allowed
+        hedge_ratio=[None, 1.5, 1.6, 1.7],
         intercept=[None, 2.0, 2.0, 2.0],
         spread=[None, 0.1, -0.1, 0.2],
         spread_zscore=[None, 0.5, -0.5, 1.0],
@@ -681,6 +680,12 @@ def test_pairs_marts_fail_the_gate_on_an_infinite_fit_or_an_impossible_p_value(s
         close_a=100.0,
         close_b=50.0,
     )
+
+
+def test_pairs_marts_fail_the_gate_on_an_infinite_fit_or_an_impossible_p_value(settings):
+    from flows.quality import validate_frame
+
+    hourly = pairs_hourly_rows()
     assert validate_frame(settings, "fct_pairs_hourly", hourly).success
     broken = hourly.assign(spread_zscore=[None, 0.5, float("inf"), 1.0])
     result = validate_frame(settings, "fct_pairs_hourly", broken)
@@ -723,18 +728,7 @@ def test_a_nan_in_a_published_to_be_mart_fails_its_finiteness_check_and_a_null_d
     from flows.publish import read_mart
     from flows.quality import validate_frame
 
-    hourly = pairs_rows(
-        4,
-        "open_time",
-        hedge_ratio=[None, 1.5, 1.6, 1.7],
-        intercept=[None, 2.0, 2.0, 2.0],
-        spread=[None, 0.1, -0.1, 0.2],
-        spread_zscore=[None, 0.5, -0.5, 1.0],
-        rolling_correlation=[None, 0.9, 0.8, 0.7],
-        observations=[1, 2, 3, 4],
-        close_a=100.0,
-        close_b=50.0,
-    )
+    hourly = pairs_hourly_rows()
     table = pa.Table.from_pandas(hourly, preserve_index=False)
     path = tmp_path / "fct_pairs_hourly.parquet"
     pq.write_table(table, path)
