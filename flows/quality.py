@@ -1052,23 +1052,97 @@ def validate_frame(
     if needed is not None:
         frame = frame[[c for c in frame.columns if c in needed] or list(frame.columns[:1])]
     context = context or gx_context(settings)
-    validation = run_suite(context, suite, f"mart_{name}", frame, validations)
+    fold_validation(result, run_suite(context, suite, f"mart_{name}", frame, validations))
+    return result
+
+
+def fold_validation(result: GateResult, validation) -> None:
+    """Add one validation's failures and flags to a gate 2 result (a mart validated in parts
+    folds one validation per part: failed rows add up, an expectation is named once)."""
     outcome = read_outcome(validation)
-    result.evaluated = outcome.evaluated
+    result.evaluated = max(result.evaluated, outcome.evaluated)
     result.flagged_rows.update(outcome.flagged)
-    result.flagged = sum(outcome.flagged.values())
-    failed = [
-        expectation_label(r.expectation_config)
-        for r in validation.results
-        if not r.success and not is_flag(r.expectation_config)
-    ]
-    result.failed_expectations = failed
+    result.flagged = sum(result.flagged_rows.values())
     for r in validation.results:
         if not r.success and not is_flag(r.expectation_config):
-            result.failed_rows[expectation_label(r.expectation_config)] = int(
-                (r.result or {}).get("unexpected_count") or 0
-            )
-    return result
+            label = expectation_label(r.expectation_config)
+            if label not in result.failed_expectations:
+                result.failed_expectations.append(label)
+            result.failed_rows[label] += int((r.result or {}).get("unexpected_count") or 0)
+
+
+# How a mart too large for one frame is validated part by part (part_plan).
+# Aggregates over a column, and the row count: run once, over the columns they name.
+TABLE_LEVEL = frozenset(
+    {
+        "expect_table_row_count_to_be_between",
+        "expect_table_row_count_to_equal",
+        "expect_column_max_to_be_between",
+        "expect_column_min_to_be_between",
+        "expect_column_sum_to_be_between",
+        "expect_column_mean_to_be_between",
+        "expect_column_median_to_be_between",
+    }
+)
+# Row by row: each row's verdict is the same in a part as in the whole mart.
+ROW_LEVEL = frozenset(
+    {
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_not_be_in_set",
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_null",
+        "expect_column_values_to_match_regex",
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "expect_column_pair_values_to_be_equal",
+    }
+)
+
+
+@dataclass
+class PartPlan:
+    """A mart's suite split for validation in parts: `whole` runs once over the columns it
+    names, `rows` once per part. `key` are the columns of its uniqueness expectation: a part
+    takes whole keys (by their hash), so a key repeated anywhere in the mart repeats in one
+    part. Without one, parts are ranges of rows."""
+
+    whole: list[int]  # positions in the suite's expectation list
+    rows: list[int]
+    key: list[str]
+
+
+def part_plan(suite) -> PartPlan | None:
+    """How to validate a suite's mart in parts, or None when it must see the whole table at once
+    (an expectation of another kind, a `mostly` threshold, a row condition, two uniqueness keys)."""
+    whole: list[int] = []
+    rows: list[int] = []
+    keys: set[tuple[str, ...]] = set()
+    for position, expectation in enumerate(suite.expectations):
+        kind = expectation.expectation_type
+        mostly = getattr(expectation, "mostly", None)
+        if getattr(expectation, "row_condition", None) or (mostly is not None and mostly < 1):
+            return None
+        if kind in TABLE_LEVEL:
+            whole.append(position)
+            continue
+        if kind == "expect_column_values_to_be_unique":
+            keys.add((expectation.column,))
+        elif kind == "expect_compound_columns_to_be_unique":
+            keys.add(tuple(expectation.column_list))
+        elif kind not in ROW_LEVEL:
+            return None
+        rows.append(position)
+    if len(keys) > 1:
+        return None
+    return PartPlan(whole, rows, list(next(iter(keys), ())))
+
+
+def sub_suite(suite, name: str, positions: list[int]):
+    """A suite of some of another suite's expectations (a freshly built one: GE ties an
+    expectation to the suite it was added to)."""
+    import great_expectations as gx
+
+    return gx.ExpectationSuite(name=name, expectations=[suite.expectations[p] for p in positions])
 
 
 def describe_failures(results: list[GateResult]) -> str:

@@ -720,6 +720,110 @@ def test_pairs_marts_fail_the_gate_on_an_infinite_fit_or_an_impossible_p_value(s
     ]
 
 
+def many_pairs_hourly(hours: int = 40) -> pd.DataFrame:
+    """Three pairs, `hours` hours each, every value valid."""
+    frames = []
+    for a, b in (("BTCUSDT", "ETHUSDT"), ("BTCUSDT", "SOLUSDT"), ("ETHUSDT", "SOLUSDT")):
+        frames.append(
+            pairs_rows(
+                hours,
+                "open_time",
+                hedge_ratio=1.5,
+                intercept=2.0,
+                spread=0.1,
+                spread_zscore=0.5,
+                rolling_correlation=0.9,
+                observations=range(1, hours + 1),
+                close_a=100.0,
+                close_b=50.0,
+            ).assign(symbol_a=a, symbol_b=b)
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_mart_larger_than_a_part_is_validated_in_parts_with_the_verdict_of_the_whole(
+    settings, tmp_path, monkeypatch
+):
+    """A repeated key whose two rows are far apart, two infinite z-scores, a row count drop:
+    the parts find exactly what one validation of the whole mart finds."""
+    import flows.publish as publish
+    from flows.publish import read_mart, read_parts, validate_in_parts
+    from flows.quality import gx_context, validate_frame
+
+    monkeypatch.setattr(publish, "PART_ROWS", 25)
+    context = gx_context(settings)
+    path = tmp_path / "fct_pairs_hourly.parquet"
+    good = many_pairs_hourly()
+    bad = pd.concat([good, good.iloc[[3]].assign(spread=0.2)], ignore_index=True)
+    bad.loc[[10, 100], "spread_zscore"] = float("inf")
+    for frame, previous in ((good, 120), (bad, 1000)):
+        frame.to_parquet(path, index=False)
+        params = {"now": utc_now(), "previous_rows": previous, "min_row_ratio": 0.5}
+        validations: list = []
+        parts = validate_in_parts(
+            settings, path, "fct_pairs_hourly", len(frame), params, context, validations
+        )
+        whole = validate_frame(
+            settings, "fct_pairs_hourly", read_mart(path, "fct_pairs_hourly", params), params=params
+        )
+        assert parts.batches == 5 and len(validations) == 1 + 5  # the row count once, then 5 parts
+        assert parts.evaluated == whole.evaluated == 14
+        assert parts.failed_rows == whole.failed_rows
+        assert sorted(parts.failed_expectations) == sorted(whole.failed_expectations)
+        assert parts.accepted == len(frame)
+    assert parts.failed_rows == {
+        "expect_compound_columns_to_be_unique(column_list=['market', 'symbol_a', 'symbol_b', 'open_time'])": 2,
+        "expect_column_values_to_be_between(column=spread_zscore, max_value=1000000000000.0, "
+        "min_value=-1000000000000.0)": 2,
+        "expect_table_row_count_to_be_between(min_value=500)": 0,
+    }
+
+    # Every row is in exactly one part, and both rows of the repeated key in the same one.
+    split = list(
+        read_parts(path, ["symbol_a", "symbol_b", "open_time", "spread"], ["symbol_b", "open_time"], 5)
+    )
+    assert len(split) == 5 and sum(len(part) for part in split) == len(bad) == 121
+    assert max(len(part) for part in split) < 60
+    hour = bad.loc[3, "open_time"]
+    holding = [
+        part for part in split if ((part["symbol_b"] == "ETHUSDT") & (part["open_time"] == hour)).any()
+    ]
+    assert len(holding) == 1
+    rows = holding[0][(holding[0]["symbol_b"] == "ETHUSDT") & (holding[0]["open_time"] == hour)]
+    assert sorted(rows["spread"]) == [0.1, 0.2]
+
+
+def test_publish_validates_a_mart_larger_than_a_part_in_parts_and_a_key_repeated_across_them_fails(
+    settings, published, monkeypatch
+):
+    import flows.publish as publish
+
+    monkeypatch.setattr(publish, "PART_ROWS", 25)
+    pairs = many_pairs_hourly()
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.register("pairs", pairs)
+        con.execute("create table marts.fct_pairs_hourly as select * from pairs")
+
+    result = publish_marts(settings)
+    gate = {r.dataset: r for r in result.gate}
+    assert gate["fct_pairs_hourly"].success and gate["fct_pairs_hourly"].batches == 5
+    assert gate["fct_pairs_hourly"].accepted == result.tables["fct_pairs_hourly"] == 120
+    assert gate["fct_klines_hourly"].batches == 1  # its rollup checks read the mart whole
+    index = data_docs_index(settings)
+    assert len(validation_pages(index, "fct_pairs_hourly__parts")) == 5
+
+    # The first hour of the first pair again, with another spread: its two rows are 120 rows apart.
+    before = hashes(settings.lake_dir)
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute(
+            "insert into marts.fct_pairs_hourly select * replace (0.3 as spread) from marts.fct_pairs_hourly "
+            "where symbol_a = 'BTCUSDT' and symbol_b = 'ETHUSDT' and open_time = '2026-10-01 00:00:00+00'"
+        )
+    with pytest.raises(GateFailed, match=r"fct_pairs_hourly: expect_compound_columns_to_be_unique"):
+        publish_marts(settings)
+    assert hashes(settings.lake_dir) == before
+
+
 def test_a_nan_in_a_published_to_be_mart_fails_its_finiteness_check_and_a_null_does_not(settings, tmp_path):
     """pandas reads NaN as missing and GE skips missing values: gate 2 reads NaN as +inf."""
     import pyarrow as pa
