@@ -63,6 +63,9 @@ def dbt_paths(settings: Settings) -> tuple[Path, Path]:
 # DuckDB's memory for a build: a base plus a share of the raw lake's size (dbt_memory_limit).
 BASE_MEMORY_MB = 768
 RAW_MEMORY_SHARE = 0.7
+# From this much raw parquet on, dbt builds one model at a time, with a smaller share (dbt_threads).
+LARGE_LAKE_BYTES = 2**30
+LARGE_RAW_MEMORY_SHARE = 0.4
 MEMORY_STEP_MB = 64
 # Below this much raw parquet a full build preloads its Python models' modules (DbtWorker.landed).
 SMALL_LAKE_BYTES = 128 * 2**20
@@ -124,27 +127,42 @@ def lake_smaller_than(lake_dir: Path, limit: int) -> bool:
     return True
 
 
-def dbt_memory_limit(settings: Settings) -> str:
-    """The build's DuckDB memory limit: the setting, else 768 MB plus 0.7 of the raw lake's size.
+def dbt_memory_limit(settings: Settings, raw_bytes: int | None = None) -> str:
+    """The build's DuckDB memory limit: the setting, else 768 MB plus 0.7 of the raw lake's size
+    (0.4 from LARGE_LAKE_BYTES on, where dbt runs one model at a time: dbt_threads).
 
     Joins, sorts and windows spill to disk beyond the limit, but what a model holds while it
     runs (median and MAD states, a Python model's input, two large models at once) cannot. At
-    50 symbols x a year of minutes (2.1 GB of raw parquet) a fixed 1.2 GB ran out of memory,
-    1.7 GB ran out in one run of two (fct_transactions needs about 1.1 GB alone and overlaps
-    fct_klines_hourly), and 2.25 GB builds in the same time; this gives it 2.24 GB. 10 symbols
-    (0.45 GB) build in the same time with 1 GB as with 1.4 GB (and with 0.75 GB, 1.5 s slower);
-    DuckDB keeps what it read cached up to its limit, so the build's process held 1.8 GB with
-    1.4 GB and 1.45 GB with 1 GB, which keeps a run's processes (the flow's own holds about
-    0.45 GB) within the 2 GB the run is allowed. Never more than half the machine.
+    50 symbols x a year of minutes (2.1 GB of raw parquet) with two models at a time, a fixed
+    1.2 GB ran out of memory, 1.7 GB ran out in one run of two (fct_transactions needs about
+    1.1 GB alone and overlapped fct_klines_hourly), and 2.25 GB built, with the build's
+    processes at 3.35 GB. One model at a time, 1.6 GB builds with the same CPU time (363 s
+    against 375 s) and the processes peak at 2.56 GB. 10 symbols (0.45 GB) build in the same
+    time with 1 GB as with 1.4 GB (and with 0.75 GB, 1.5 s slower); DuckDB keeps what it read
+    cached up to its limit, so the build's process held 1.8 GB with 1.4 GB and 1.45 GB with
+    1 GB, which keeps a run's processes (the flow's own holds about 0.45 GB) within the 2 GB
+    the run is allowed. Never more than half the machine.
     """
     if settings.dbt_memory_limit:
         return settings.dbt_memory_limit
     machine_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    wanted_mb = BASE_MEMORY_MB + int(raw_lake_bytes(settings.lake_dir) * RAW_MEMORY_SHARE) // 2**20
+    raw_bytes = raw_lake_bytes(settings.lake_dir) if raw_bytes is None else raw_bytes
+    share = LARGE_RAW_MEMORY_SHARE if raw_bytes >= LARGE_LAKE_BYTES else RAW_MEMORY_SHARE
+    wanted_mb = BASE_MEMORY_MB + int(raw_bytes * share) // 2**20
     # In steps: the limit is part of dbt's profile, and any change to it makes the next run parse
     # the whole project again (about 2.5 s) instead of only what changed.
     wanted_mb -= wanted_mb % MEMORY_STEP_MB
     return f"{max(BASE_MEMORY_MB, min(wanted_mb, machine_mb // 2))}MB"
+
+
+def dbt_threads(raw_bytes: int) -> str:
+    """Models dbt runs at once: 2 (this machine's cores), 1 from LARGE_LAKE_BYTES of raw parquet on.
+
+    DuckDB spreads each query over every core, so a second model at once mostly overlaps dbt's
+    own per-model work (many small models and tests: an incremental run); on a large lake it
+    also doubles what the build holds (see dbt_memory_limit). LAKEHOUSE_DBT_THREADS overrides.
+    """
+    return "1" if raw_bytes >= LARGE_LAKE_BYTES else "2"
 
 
 def dbt_env(settings: Settings, worker: bool = False) -> dict[str, str]:
@@ -154,7 +172,9 @@ def dbt_env(settings: Settings, worker: bool = False) -> dict[str, str]:
     if worker:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     env["LAKEHOUSE_LAKE_DIR"] = str(settings.lake_dir)
-    env["LAKEHOUSE_DBT_MEMORY_LIMIT"] = dbt_memory_limit(settings)
+    raw_bytes = raw_lake_bytes(settings.lake_dir)
+    env["LAKEHOUSE_DBT_MEMORY_LIMIT"] = dbt_memory_limit(settings, raw_bytes)
+    env.setdefault("LAKEHOUSE_DBT_THREADS", dbt_threads(raw_bytes))
     env["LAKEHOUSE_DBT_TARGET_PATH"] = str(target)
     env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     env.setdefault("DO_NOT_TRACK", "1")
@@ -206,6 +226,11 @@ def checked(
             summary += (
                 f"; DuckDB ran out of its {env['LAKEHOUSE_DBT_MEMORY_LIMIT']} for the build:"
                 " set LAKEHOUSE_DBT_MEMORY_LIMIT higher (e.g. 4GB) and run again"
+            )
+        elif "no space left on device" in summary.lower() or "[errno 28]" in summary.lower():
+            summary += (
+                f"; the disk holding the lake {settings.lake_dir} is full: free space there"
+                " (or move the lake to a larger disk) and run again"
             )
         raise LakehouseError(f"dbt {name} failed: {summary} (full log: {logs / 'dbt.log'})")
     return process
@@ -395,9 +420,25 @@ def summarise_failures(settings: Settings, process: subprocess.CompletedProcess)
     failures = read_failures(settings)
     if failures:
         return "; ".join(failures[:5]) + (f" and {len(failures) - 5} more" if len(failures) > 5 else "")
+    cause = encountered_error(process.stdout)
+    if cause:
+        return cause
     lines = [ln.strip() for ln in process.stdout.splitlines() if "error" in ln.lower()]
     tail = process.stdout.strip().splitlines()
     return lines[-1] if lines else tail[-1] if tail else "unknown"
+
+
+def encountered_error(output: str) -> str | None:
+    """The cause of an error dbt could not run past: dbt (and flows.dbt_worker after it) prints
+    "Encountered an error:" and the exception on the next line, e.g. "[Errno 28] No space left
+    on device"; None when the output has no such line."""
+    lines = output.splitlines()
+    marks = [i for i, line in enumerate(lines) if line.rstrip().endswith("Encountered an error:")]
+    for mark in reversed(marks):
+        cause = next((ln.strip() for ln in lines[mark + 1 :] if ln.strip()), "")
+        if cause and not cause.endswith("Encountered an error:"):
+            return cause
+    return None
 
 
 def read_run_results(settings: Settings) -> list[dict]:

@@ -30,30 +30,51 @@ def test_small_lake_gets_the_base_memory_limit(tmp_path):
 
 def test_memory_limit_adds_most_of_the_raw_parquet_size_in_steps(tmp_path):
     raw = tmp_path / "lake" / "raw"
-    sparse_file(raw / "synthetic" / "klines" / "symbol=BTCUSDT" / "date=2026-01-01" / "a.parquet", 2**30)
-    sparse_file(raw / "binance" / "klines" / "date=2026-01-02" / "b.parquet", 2**29)
+    sparse_file(raw / "synthetic" / "klines" / "symbol=BTCUSDT" / "date=2026-01-01" / "a.parquet", 2**29)
+    sparse_file(raw / "binance" / "klines" / "date=2026-01-02" / "b.parquet", 2**28)
     sparse_file(raw / "binance" / "klines" / "date=2026-01-02" / "b.parquet.partial", 2**32)  # not a batch
     settings = load_settings(lake_dir=tmp_path / "lake")
-    assert transform.raw_lake_bytes(settings.lake_dir) == 2**30 + 2**29
-    assert transform.dbt_memory_limit(settings) == "1792MB"  # 768 + 0.7 * 1536 = 1843, in 64 MB steps
+    assert transform.raw_lake_bytes(settings.lake_dir) == 2**29 + 2**28
+    assert transform.dbt_memory_limit(settings) == "1280MB"  # 768 + 0.7 * 768 = 1305, in 64 MB steps
     # Another 10 MB of data keeps the step (and dbt's partial parsing, which a new limit restarts).
     sparse_file(raw / "binance" / "klines" / "date=2026-02-01" / "c.parquet", 10 * 2**20)
-    assert transform.dbt_memory_limit(settings) == "1792MB"  # 1850
-    sparse_file(raw / "binance" / "klines" / "date=2026-03-01" / "d.parquet", 40 * 2**20)
-    assert transform.dbt_memory_limit(settings) == "1856MB"  # 1878
+    assert transform.dbt_memory_limit(settings) == "1280MB"  # 1312
+    sparse_file(raw / "binance" / "klines" / "date=2026-03-01" / "d.parquet", 50 * 2**20)
+    assert transform.dbt_memory_limit(settings) == "1344MB"  # 1347
+    assert transform.dbt_env(settings)["LAKEHOUSE_DBT_THREADS"] == "2"
+
+
+def test_a_large_lake_builds_one_model_at_a_time_with_a_smaller_share(tmp_path, monkeypatch):
+    monkeypatch.delenv("LAKEHOUSE_DBT_THREADS", raising=False)
+    raw = tmp_path / "lake" / "raw"
+    sparse_file(raw / "synthetic" / "klines" / "a.parquet", 2**30 - 1)
+    settings = load_settings(lake_dir=tmp_path / "lake")
+    env = transform.dbt_env(settings)
+    assert (env["LAKEHOUSE_DBT_THREADS"], env["LAKEHOUSE_DBT_MEMORY_LIMIT"]) == (
+        "2",
+        "1472MB",
+    )  # 768 + 0.7 * 1024
+    sparse_file(raw / "synthetic" / "klines" / "b.parquet", 2**29 + 1)
+    env = transform.dbt_env(settings)
+    assert (env["LAKEHOUSE_DBT_THREADS"], env["LAKEHOUSE_DBT_MEMORY_LIMIT"]) == (
+        "1",
+        "1344MB",
+    )  # 768 + 0.4 * 1536
+    monkeypatch.setenv("LAKEHOUSE_DBT_THREADS", "4")
+    assert transform.dbt_env(settings)["LAKEHOUSE_DBT_THREADS"] == "4"
 
 
 def test_a_batch_landed_again_counts_once_toward_the_memory_limit(tmp_path):
     lake = tmp_path / "lake"
     batch = Path("synthetic") / "klines" / "symbol=BTCUSDT" / "date=2026-01-01" / "a.parquet"
-    sparse_file(lake / "raw" / batch, 2**30)
-    sparse_file(lake / "landing" / batch, 2**30 + 2**20)  # landed again: gate 1 replaces the raw copy
+    sparse_file(lake / "raw" / batch, 2**29)
+    sparse_file(lake / "landing" / batch, 2**29 + 2**20)  # landed again: gate 1 replaces the raw copy
     sparse_file(
-        lake / "landing" / "synthetic" / "klines" / "symbol=BTCUSDT" / "date=2026-01-02" / "b.parquet", 2**29
+        lake / "landing" / "synthetic" / "klines" / "symbol=BTCUSDT" / "date=2026-01-02" / "b.parquet", 2**28
     )
     sparse_file(lake / "quarantine" / batch, 2**32)  # not built from
-    assert transform.raw_lake_bytes(lake) == 2**30 + 2**20 + 2**29
-    assert transform.dbt_memory_limit(load_settings(lake_dir=lake)) == "1792MB"  # 768 + 0.7 * 1537 = 1843
+    assert transform.raw_lake_bytes(lake) == 2**29 + 2**20 + 2**28
+    assert transform.dbt_memory_limit(load_settings(lake_dir=lake)) == "1280MB"  # 768 + 0.7 * 769 = 1306
 
 
 def test_a_lake_is_small_below_the_limit_counting_raw_and_landing(tmp_path):
