@@ -21,7 +21,7 @@ from flows.sources.binance_rest import RAW_FIELDS
 REQUIRED = ("open_time", "open", "high", "low", "close", "volume")
 # Accepted spellings per raw column, compared after lower-casing and turning spaces into "_".
 ALIASES: dict[str, tuple[str, ...]] = {
-    "open_time": ("open_time", "timestamp", "time", "date", "datetime", "ts", "kline_open_time"),
+    "open_time": ("open_time", "timestamp", "time", "date", "datetime", "ts", "t", "kline_open_time"),
     "open": ("open", "o"),
     "high": ("high", "h"),
     "low": ("low", "l"),
@@ -42,6 +42,12 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "tb_quote_av",
     ),
 }
+# A time of day alone (MetaTrader's Time column): pandas would put it on today's date.
+CLOCK = re.compile(r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*[ap]\.?m\.?)?", re.IGNORECASE)
+DATE_ONLY = re.compile(r"\d{4}([-/.])\d{1,2}\1\d{1,2}|\d{1,2}([-/.])\d{1,2}\2\d{2,4}")
+# Day and month in either order, then the year: 01/11/2026, 1.11.2026 00:00, 01-11-2026.
+DAY_MONTH = re.compile(r"^(\d{1,2})([-/.])(\d{1,2})\2(\d{4}|\d{2})((?:[T\s].*)?)$")
+ISO_DATES = "ISO dates (YYYY-MM-DD, e.g. 2026-10-01)"
 UPLOAD_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]{2,20})-(?P<interval>\d+(?:mo|s|m|h|d|w|M))(?:[-_.].*)?$")
 
 
@@ -94,13 +100,50 @@ def read_upload(path: Path) -> pd.DataFrame:
     raise LakehouseError(f"{path.name}: uploads are .csv or .json files")
 
 
-def standard_columns(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    lookup = {str(c).strip().lower().replace(" ", "_"): c for c in frame.columns}
-    picked = {}
+def _cells(values: pd.Series) -> pd.Series:
+    return values.astype("string").str.strip().fillna("")
+
+
+def _all_match(values: pd.Series, pattern: re.Pattern) -> bool:
+    cells = _cells(values)
+    filled = cells != ""
+    return bool(filled.any()) and bool(cells[filled].str.fullmatch(pattern).all())
+
+
+def _open_time(frame: pd.DataFrame, found: list, name: str) -> tuple[pd.Series, str]:
+    """The open-time column, or a date column and a time-of-day column joined into one."""
+    clocks = [c for c in found if _all_match(frame[c], CLOCK)]
+    dated = [c for c in found if c not in clocks]
+    if not dated:
+        cells = _cells(frame[clocks[0]])
+        row = int(np.flatnonzero((cells != "").to_numpy())[0])
+        raise LakehouseError(
+            f"{name} column {clocks[0]} has times of day but no dates (row {row + 1}: {cells.iloc[row]!r}); "
+            "add a Date column beside it, or write full timestamps (ISO 8601, e.g. 2026-10-01T00:00:00Z)"
+        )
+    if clocks and _all_match(frame[dated[0]], DATE_ONLY):
+        day, clock = _cells(frame[dated[0]]), _cells(frame[clocks[0]])
+        joined = (day + " " + clock).astype(object).where((day != "") & (clock != ""))
+        return joined, f"{dated[0]} + {clocks[0]}"
+    return frame[dated[0]], str(dated[0])
+
+
+def standard_columns(frame: pd.DataFrame, name: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The raw columns an upload has, and the file's name for each (for error lines)."""
+    lookup: dict[str, object] = {}
+    for c in frame.columns:
+        key = str(c).strip().lower().replace(" ", "_")
+        # Binance's kline objects tell keys apart by case (t open time, T close time; v, V):
+        # the key written in lower case is the one the alias means.
+        if key not in lookup or str(c).strip().replace(" ", "_") == key:
+            lookup[key] = c
+    picked, labels = {}, {}
     for column, aliases in ALIASES.items():
-        found = next((lookup[a] for a in aliases if a in lookup), None)
-        if found is not None:
-            picked[column] = frame[found]
+        found = [lookup[a] for a in aliases if a in lookup]
+        if column == "open_time" and found:
+            picked[column], labels[column] = _open_time(frame, found, name)
+        elif found:
+            picked[column], labels[column] = frame[found[0]], str(found[0])
     missing = [c for c in REQUIRED if c not in picked]
     if missing:
         shown = ["timestamp" if c == "open_time" else c for c in missing]
@@ -108,17 +151,67 @@ def standard_columns(frame: pd.DataFrame, name: str) -> pd.DataFrame:
             f"{name} lacks column(s) {', '.join(shown)}; an upload needs timestamp, open, high, "
             "low, close, volume (other Binance kline columns are used when present)"
         )
-    return pd.DataFrame(picked)
+    return pd.DataFrame(picked), labels
+
+
+def _one_date_order(values: pd.Series, name: str, column: str) -> pd.Series:
+    """Day/month dates rewritten as ISO, in the one order the whole column shows; pandas would
+    guess each row alone (01/11 as January 11, 13/11 as November 13 in the same file)."""
+    cells = _cells(values)
+    parts = cells.str.extract(DAY_MONTH)
+    written = parts[0].notna().to_numpy()
+    if not written.any():
+        return values
+    first = int(np.flatnonzero(written)[0])
+    other_separator = (parts[1] != parts[1].iloc[first]).fillna(False).to_numpy(dtype=bool)
+    odd = ((cells != "").to_numpy() & ~written) | (written & other_separator)
+    one_way = f"write every date one way, best as {ISO_DATES}"
+    if odd.any():
+        row = int(np.flatnonzero(odd)[0])
+        raise LakehouseError(
+            f"{name} row {row + 1}: {column} {cells.iloc[row]!r} is not written like row {first + 1} "
+            f"{cells.iloc[first]!r}; {one_way}"
+        )
+    short_year = (parts[3].str.len() == 2).fillna(False).to_numpy(dtype=bool)
+    if short_year.any():
+        row = int(np.flatnonzero(short_year)[0])
+        raise LakehouseError(
+            f"{name} row {row + 1}: {column} {cells.iloc[row]!r} has a two-digit year; write {ISO_DATES}"
+        )
+    one, two = parts[0].astype(float), parts[2].astype(float)
+    day_first, month_first = (one > 12).to_numpy(), (two > 12).to_numpy()
+    if day_first.any() and month_first.any():
+        a, b = int(np.flatnonzero(day_first)[0]), int(np.flatnonzero(month_first)[0])
+        raise LakehouseError(
+            f"{name} column {column}: row {a + 1} {cells.iloc[a]!r} puts the day first and row {b + 1} "
+            f"{cells.iloc[b]!r} the month first; {one_way}"
+        )
+    if not (day_first.any() or month_first.any()):
+        raise LakehouseError(
+            f"{name} column {column}: dates such as {cells.iloc[first]!r} are ambiguous (day/month or "
+            f"month/day) and no number above 12 tells which; write {ISO_DATES}"
+        )
+    day, month = (parts[0], parts[2]) if day_first.any() else (parts[2], parts[0])
+    iso = parts[3] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2) + parts[4]
+    return values.astype(object).where(~written, iso.astype(object))
 
 
 def parse_times(values: pd.Series, name: str, column: str) -> pd.Series:
-    """Epoch s/ms/µs (by magnitude) or ISO text -> UTC ms timestamps; naive text is UTC."""
+    """Epoch s/ms/µs (by magnitude) or date text -> UTC ms timestamps; naive text is UTC."""
     numbers = pd.to_numeric(values, errors="coerce")
     if numbers.notna().all():
         top = float(numbers.abs().max()) if len(numbers) else 0
         unit = "us" if top >= 1e14 else "ms" if top >= 1e11 else "s"
         return pd.to_datetime(numbers.astype("int64"), unit=unit, utc=True)
-    parsed = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+    clock = _cells(values).str.fullmatch(CLOCK).to_numpy()
+    if clock.any():
+        row = int(np.flatnonzero(clock)[0])
+        raise LakehouseError(
+            f"{name} row {row + 1}: {column} {str(values.iloc[row]).strip()!r} is a time of day without a date "
+            "(use epoch ms or ISO 8601, e.g. 2026-10-01T00:00:00Z)"
+        )
+    # Each row's own format is fine once no row can be read day-first or month-first.
+    parsed = pd.to_datetime(_one_date_order(values, name, column), utc=True, errors="coerce", format="mixed")
     bad = parsed.isna()
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -137,11 +230,11 @@ def to_upload_klines(
     frame: pd.DataFrame, name: str, market: str, symbol: str, interval: str, now_ms: int
 ) -> tuple[pd.DataFrame, dict]:
     """The raw kline schema from an upload frame; refuses it whole on a bad value."""
-    columns = standard_columns(frame, name)
+    columns, labels = standard_columns(frame, name)
     if columns.empty:
         raise LakehouseError(f"{name} has no candles, only a header")
     out = pd.DataFrame(index=columns.index)
-    out["open_time"] = parse_times(columns["open_time"], name, "timestamp")
+    out["open_time"] = parse_times(columns["open_time"], name, labels["open_time"])
     for column in columns.columns.drop("open_time"):
         if column == "close_time":
             continue
@@ -158,7 +251,7 @@ def to_upload_klines(
         out[column] = values
     filled = []
     if "close_time" in columns:
-        out["close_time"] = parse_times(columns["close_time"], name, "close_time")
+        out["close_time"] = parse_times(columns["close_time"], name, labels["close_time"])
     else:
         filled.append("close_time")
         if interval == "1M":

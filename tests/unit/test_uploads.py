@@ -342,3 +342,106 @@ def test_cli_ingest_from_the_inbox_names_what_failed_and_exits_nonzero(lake_dir,
     ]
     assert (inbox / "failed" / "BTCUSDT-1m-bad.csv.reason.txt").exists()
     assert len(landed(lake_dir)) == 1
+
+
+HOUR = 3_600_000
+DAY = 86_400_000
+
+
+def utc(ms: int) -> pd.Timestamp:
+    return pd.Timestamp(ms, unit="ms", tz="UTC")
+
+
+def test_a_date_column_and_a_time_of_day_column_make_the_open_time(settings, tmp_path):
+    """MetaTrader exports split each candle's open time into Date and Time: both say it together,
+    and the Time alone ('00:00') must never put the candles on the day of the upload."""
+    path = tmp_path / "mt.csv"
+    path.write_text(
+        "Date,Time,Open,High,Low,Close,Volume\n"
+        "2025.10.01,00:00,100,102,98,101,1.5\n"
+        "2025.10.01,01:00,101,103,99,102,1.5\n"
+        "2025.10.02,23:00,102,104,100,103,1.5\n"
+    )
+    land_upload(path, settings, symbol="ETHUSDT", interval="1h", now_ms=NOW + DAY)
+    assert landed(settings.lake_dir)["open_time"].tolist() == [utc(T0), utc(T0 + HOUR), utc(T0 + 47 * HOUR)]
+
+
+def test_times_of_day_without_a_date_are_refused_in_one_line(lake_dir, tmp_path, capsys):
+    path = tmp_path / "clock.csv"
+    path.write_text("Time,Open,High,Low,Close,Volume\n00:00,100,102,98,101,1.5\n01:00,101,103,99,102,1.5\n")
+    assert main(["upload", str(path), "--symbol", "BTCUSDT", "--interval", "1h", "--no-validate"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: clock.csv column Time has times of day but no dates (row 1: '00:00'); add a Date column "
+        "beside it, or write full timestamps (ISO 8601, e.g. 2026-10-01T00:00:00Z)"
+    ]
+    assert landed(lake_dir).empty
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        ["01/10/2025", "02/10/2025", "13/10/2025"],  # day first: 13 can only be a day
+        ["10/01/2025", "10/02/2025", "10/13/2025"],  # month first
+        ["01.10.2025", "02.10.2025", "13.10.2025"],
+        ["01-10-2025", "02-10-2025", "13-10-2025"],
+    ],
+)
+def test_day_and_month_order_is_decided_once_for_the_whole_column(settings, tmp_path, dates):
+    path = tmp_path / "days.csv"
+    path.write_text("Date,Open,High,Low,Close,Volume\n" + "".join(f"{d},1,2,0.5,1.5,3\n" for d in dates))
+    land_upload(path, settings, symbol="BTCUSDT", interval="1d", now_ms=T0 + 30 * DAY)
+    assert landed(settings.lake_dir)["open_time"].tolist() == [utc(T0), utc(T0 + DAY), utc(T0 + 12 * DAY)]
+
+
+@pytest.mark.parametrize(
+    ("dates", "said"),
+    [
+        (
+            ["01/10/2025", "02/10/2025"],
+            "days.csv column Date: dates such as '01/10/2025' are ambiguous (day/month or month/day) and no "
+            "number above 12 tells which; write ISO dates (YYYY-MM-DD, e.g. 2026-10-01)",
+        ),
+        (
+            ["13/10/2025", "10/14/2025"],
+            "days.csv column Date: row 1 '13/10/2025' puts the day first and row 2 '10/14/2025' the month "
+            "first; write every date one way, best as ISO dates (YYYY-MM-DD, e.g. 2026-10-01)",
+        ),
+        (
+            ["13/10/2025", "2025-10-14"],
+            "days.csv row 2: Date '2025-10-14' is not written like row 1 '13/10/2025'; write every date one "
+            "way, best as ISO dates (YYYY-MM-DD, e.g. 2026-10-01)",
+        ),
+        (
+            ["13/10/25", "14/10/25"],
+            "days.csv row 1: Date '13/10/25' has a two-digit year; write ISO dates (YYYY-MM-DD, e.g. 2026-10-01)",
+        ),
+    ],
+)
+def test_dates_whose_day_and_month_order_the_column_does_not_settle_are_refused(
+    settings, tmp_path, dates, said
+):
+    path = tmp_path / "days.csv"
+    path.write_text("Date,Open,High,Low,Close,Volume\n" + "".join(f"{d},1,2,0.5,1.5,3\n" for d in dates))
+    with pytest.raises(LakehouseError) as failure:
+        land_upload(path, settings, symbol="BTCUSDT", interval="1d", now_ms=T0 + 30 * DAY)
+    assert str(failure.value) == said
+    assert landed(settings.lake_dir).empty
+
+
+def test_binance_kline_objects_give_t_as_the_open_time_and_lower_case_keys_win(settings, tmp_path):
+    """Binance's kline objects tell keys apart by case: t is the open time and T the close time,
+    v the volume and V the taker buy volume."""
+    path = tmp_path / "ws.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"t": T0 + i * MINUTE, "T": T0 + (i + 1) * MINUTE - 1, "o": 1, "h": 2, "l": 0.5, "c": 1.5}
+                | {"v": 3, "V": 1}
+                for i in range(2)
+            ]
+        )
+    )
+    land_upload(path, settings, symbol="BTCUSDT", interval="1m", now_ms=NOW)
+    frame = landed(settings.lake_dir)
+    assert frame["open_time"].tolist() == [utc(T0), utc(T0 + MINUTE)]
+    assert frame["volume"].tolist() == [3.0, 3.0]
