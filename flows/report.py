@@ -58,6 +58,37 @@ def _gate_verdict(row: dict) -> str:
     return f"FAIL ({failed} checks)"
 
 
+def one_line(item: object) -> str:
+    """A note as one line: a dict's items side by side, any text's first line."""
+    if isinstance(item, dict):
+        item = ", ".join(f"{key}: {value}" for key, value in item.items())
+    return (str(item).strip().splitlines() or [""])[0]
+
+
+def as_lines(value: object) -> list[str]:
+    """A note (a list, a dict of name: reason, or one text) as one line per entry."""
+    if not value:
+        return []
+    if isinstance(value, dict):
+        return [f"{key}: {one_line(reason)}" for key, reason in value.items()]
+    if isinstance(value, list | tuple | set):
+        return [one_line(item) for item in value]
+    return [one_line(value)]
+
+
+def landing_problems(notes: dict | None) -> tuple[list[str], list[str]]:
+    """What did not land in a run, from its landing notes: (errors, warnings), one line each.
+
+    Errors are the failed series and slices (notes["errors"]) and inbox files moved to failed/;
+    warnings (notes["warnings"]) are things that landed with a remark."""
+    notes = notes or {}
+    errors = as_lines(notes.get("errors"))
+    inbox = notes.get("inbox")
+    if isinstance(inbox, dict):
+        errors += [f"inbox file {line}" for line in as_lines(inbox.get("failed"))]
+    return errors, as_lines(notes.get("warnings"))
+
+
 def print_run_summary(summary: dict, console: Console | None = None) -> None:
     console = console or Console()
     rows = Table(title="rows per layer and dataset")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
-from datetime import date
+import sys
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -101,6 +104,17 @@ class Settings(BaseSettings):
     # lake's size on disk, at most half the machine's memory (flows/transform.py).
     dbt_memory_limit: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|KiB|MiB|GiB)$")
 
+    @field_validator("lake_dir", "inbox_dir", "gx_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        # Path("") is the current directory: an empty LAKEHOUSE_LAKE_DIR= would quietly put the
+        # lake wherever the command happens to run.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(
+                "it is empty, which would mean the current directory; set it to a folder, or unset it for the default"
+            )
+        return value
+
     @field_validator("symbols", "intervals", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -131,6 +145,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _range(self) -> Settings:
+        if "end" not in self.model_fields_set and self.source != "synthetic":
+            # The fixed window is the synthetic source's; real market data runs up to now (the
+            # day after today: an end day is exclusive, and landing clips it to now).
+            self.end = datetime.now(UTC).date() + timedelta(days=1)
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
         self.lake_dir = Path(self.lake_dir).expanduser().resolve()
@@ -146,8 +164,40 @@ class Settings(BaseSettings):
         return Path(self.gx_dir).resolve() if self.gx_dir else PROJECT_ROOT / "expectations"
 
 
+# LAKEHOUSE_ variables that are not settings but are read elsewhere: by dbt's profiles.yml.
+OTHER_ENV_NAMES = frozenset({"LAKEHOUSE_DBT_THREADS", "LAKEHOUSE_DBT_TARGET_PATH"})
+_warned: set[str] = set()
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """LAKEHOUSE_ variables that name no setting, each with the closest setting's name (or None)."""
+    known = {f"LAKEHOUSE_{name.upper()}" for name in Settings.model_fields} | OTHER_ENV_NAMES
+    # Compared without the shared prefix, which would make every name look close.
+    suffixes = [k.removeprefix("LAKEHOUSE_") for k in sorted(known)]
+    unknown = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings matches names case-insensitively
+        if not upper.startswith("LAKEHOUSE_") or upper in known:
+            continue
+        close = difflib.get_close_matches(upper.removeprefix("LAKEHOUSE_"), suffixes, n=1, cutoff=0.6)
+        unknown.append((name, f"LAKEHOUSE_{close[0]}" if close else None))
+    return unknown
+
+
+def warn_unknown_env() -> None:
+    """One line on stderr per LAKEHOUSE_ variable that is no setting (a typo is otherwise ignored
+    without a word), once per process. A warning, not an error: other tools may set their own."""
+    for name, close in unknown_env_names(os.environ):
+        if name in _warned:
+            continue
+        _warned.add(name)
+        hint = f"did you mean {close}?" if close else "the settings are listed in flows/settings.py"
+        print(f"warning: {name} is not a lakehouse setting and is ignored; {hint}", file=sys.stderr)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build Settings from env/.env plus overrides, turning validation errors into one line."""
+    warn_unknown_env()
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**clean)

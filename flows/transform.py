@@ -428,16 +428,27 @@ def summarise_failures(settings: Settings, process: subprocess.CompletedProcess)
     return lines[-1] if lines else tail[-1] if tail else "unknown"
 
 
+# The first line of dbt's own exceptions names only their kind: "Runtime Error", "Compilation
+# Error in model x (path)"; the line after it says what happened.
+GENERIC_ERROR = re.compile(r"^[A-Z][A-Za-z]*( [A-Z][A-Za-z]*)* Error( in .*)?:?$")
+
+
 def encountered_error(output: str) -> str | None:
     """The cause of an error dbt could not run past: dbt (and flows.dbt_worker after it) prints
-    "Encountered an error:" and the exception on the next line, e.g. "[Errno 28] No space left
+    "Encountered an error:" and the exception on the next lines, e.g. "[Errno 28] No space left
     on device"; None when the output has no such line."""
-    lines = output.splitlines()
-    marks = [i for i, line in enumerate(lines) if line.rstrip().endswith("Encountered an error:")]
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    marks = [i for i, line in enumerate(lines) if line.endswith("Encountered an error:")]
     for mark in reversed(marks):
-        cause = next((ln.strip() for ln in lines[mark + 1 :] if ln.strip()), "")
-        if cause and not cause.endswith("Encountered an error:"):
-            return cause
+        cause = []
+        for line in lines[mark + 1 : mark + 3]:
+            if line.endswith("Encountered an error:"):
+                break
+            cause.append(line)
+        if len(cause) > 1 and GENERIC_ERROR.match(cause[0]):
+            return cause[1]
+        if cause:
+            return cause[0]
     return None
 
 

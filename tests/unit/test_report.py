@@ -80,3 +80,28 @@ def test_gate_table_keeps_every_dataset_name_whole_in_an_80_column_terminal(tmp_
     gates = console.export_text().split("quality gates")[1]
     assert "synthetic.transactions" in gates and "fct_candle_completeness" in gates
     assert "…" not in gates
+
+
+def test_landing_problems_are_one_line_each_whatever_shape_the_notes_take():
+    from flows.report import landing_problems
+
+    assert landing_problems(None) == ([], [])
+    assert landing_problems({"errors": [], "warnings": [], "defects": {"klines": {"gaps": 2}}}) == ([], [])
+    notes = {
+        "errors": ["binance-NOPEUSDT-1h: no klines landed: Invalid symbol.\nsecond line"],
+        "warnings": ["BTCUSDT 1m (spot): 2 malformed rows from Binance quarantined"],
+        "inbox": {"done": ["a.zip"], "failed": ["b.csv: no timestamp column"], "waiting": []},
+    }
+    assert landing_problems(notes) == (
+        ["binance-NOPEUSDT-1h: no klines landed: Invalid symbol.", "inbox file b.csv: no timestamp column"],
+        ["BTCUSDT 1m (spot): 2 malformed rows from Binance quarantined"],
+    )
+    assert landing_problems({"errors": {"binance-NOPEUSDT-1h": "Invalid symbol."}}) == (
+        ["binance-NOPEUSDT-1h: Invalid symbol."],
+        [],
+    )
+    assert landing_problems({"errors": "ingest: timed out"}) == (["ingest: timed out"], [])
+    assert landing_problems({"errors": [{"series": "NOPEUSDT 1h", "error": "Invalid symbol."}]}) == (
+        ["series: NOPEUSDT 1h, error: Invalid symbol."],
+        [],
+    )

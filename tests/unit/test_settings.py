@@ -69,3 +69,58 @@ def test_invalid_settings_raise_one_line(overrides, message):
         load_settings(**overrides)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_an_end_not_given_is_now_for_real_sources_and_the_fixed_window_for_synthetic(monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    monkeypatch.delenv("LAKEHOUSE_END", raising=False)
+    monkeypatch.delenv("LAKEHOUSE_SOURCE", raising=False)
+    monkeypatch.chdir(PROJECT_ROOT / "tests")  # no .env here
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    start = tomorrow - timedelta(days=3)
+
+    assert load_settings(source="synthetic").end == date(2026, 10, 31)
+    for source in ("binance", "archive", "upload"):
+        assert load_settings(source=source, start=start).end == tomorrow
+    assert load_settings(source="binance", start=start, end=tomorrow - timedelta(days=1)).end == (
+        tomorrow - timedelta(days=1)
+    )
+
+
+def test_unknown_lakehouse_variables_warn_once_each_with_the_closest_setting(monkeypatch, capsys):
+    import os
+
+    import flows.settings
+
+    for name in [n for n in os.environ if n.upper().startswith("LAKEHOUSE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(flows.settings, "_warned", set(), raising=False)  # warnings once per process
+    monkeypatch.setenv("LAKEHOUSE_SYMBOL", "BTCUSDT")
+    monkeypatch.setenv("LAKEHOUSE_LAKEDIR", "/tmp/x")
+    monkeypatch.setenv("LAKEHOUSE_QWERTY", "1")
+    # Read by dbt's profile, not by Settings: known, so no warning.
+    monkeypatch.setenv("LAKEHOUSE_DBT_THREADS", "1")
+    monkeypatch.setenv("LAKEHOUSE_DBT_TARGET_PATH", "/tmp/target")
+    monkeypatch.setenv("LAKEHOUSE_DBT_MEMORY_LIMIT", "2GB")
+
+    settings = load_settings()
+    load_settings()  # a second load in the same process says nothing again
+
+    assert settings.symbols == ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT"]
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: LAKEHOUSE_LAKEDIR is not a lakehouse setting and is ignored; did you mean LAKEHOUSE_LAKE_DIR?",
+        "warning: LAKEHOUSE_QWERTY is not a lakehouse setting and is ignored; the settings are listed in "
+        "flows/settings.py",
+        "warning: LAKEHOUSE_SYMBOL is not a lakehouse setting and is ignored; did you mean LAKEHOUSE_SYMBOLS?",
+    ]
+
+
+def test_an_empty_lake_dir_is_an_error_not_the_current_directory(monkeypatch):
+    monkeypatch.setenv("LAKEHOUSE_LAKE_DIR", "")
+    with pytest.raises(LakehouseError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "invalid setting lake_dir: it is empty, which would mean the current directory; set it to a "
+        "folder, or unset it for the default (check the option or LAKEHOUSE_LAKE_DIR)"
+    )

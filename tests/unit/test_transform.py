@@ -229,3 +229,53 @@ def test_a_state_write_that_fails_leaves_no_fingerprint_beside_the_previous_mani
         transform.write_state(state, tmp_path / "gone.json", {"synthetic.klines": "2"}, "of build 2")
     assert not (state / "project_fingerprint").exists()
     assert (state / "manifest.json").read_text() == '{"build": 1}'
+
+
+# What dbt printed (recorded) when the lake's disk filled during a build: dbt's own error and
+# traceback, then flows.dbt_worker's line. The cause is on the line after "Encountered an error:".
+FULL_DISK_OUTPUT = """\
+21:40:01  Running with dbt=1.11.16
+21:40:02  Found 62 models, 4 seeds, 310 data tests, 9 sources, 1 exposure, 1 unit test
+21:40:02  Concurrency: 2 threads (target='local')
+21:40:05  Encountered an error:
+[Errno 28] No space left on device
+21:40:05  Traceback (most recent call last):
+  File "/work/main/.venv/lib/python3.11/site-packages/dbt/cli/requires.py", line 187, in wrapper
+    result, success = func(*args, **kwargs)
+OSError: [Errno 28] No space left on device
+
+Encountered an error:
+[Errno 28] No space left on device
+"""
+
+
+@pytest.mark.parametrize(
+    ("output", "summary"),
+    [
+        (
+            FULL_DISK_OUTPUT,
+            "[Errno 28] No space left on device; the disk holding the lake {lake} is full: free space there"
+            " (or move the lake to a larger disk) and run again",
+        ),
+        (
+            "21:40:05  Encountered an error:\n\n  Runtime Error\nEncountered an error:\n",
+            "Runtime Error",
+        ),
+    ],
+    ids=["full disk", "only the error's kind"],
+)
+def test_a_dbt_error_before_any_node_carries_its_cause_and_a_full_disk_says_to_free_space(
+    tmp_path, monkeypatch, output, summary
+):
+    settings = load_settings(lake_dir=tmp_path / "lake", dbt_memory_limit="1GB")
+    monkeypatch.setattr(
+        transform.subprocess,
+        "run",
+        lambda *a, **k: subprocess.CompletedProcess(a, 2, stdout=output, stderr=""),
+    )
+    with pytest.raises(LakehouseError) as raised:
+        transform.run_dbt(settings, "build")
+    log = transform.dbt_paths(settings)[1] / "dbt.log"
+    assert (
+        str(raised.value) == f"dbt build failed: {summary.format(lake=settings.lake_dir)} (full log: {log})"
+    )
