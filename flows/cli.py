@@ -28,7 +28,12 @@ Symbols = Annotated[
 ]
 Interval = Annotated[str | None, typer.Option(help="Kline interval, e.g. 1m or 1h (default: settings).")]
 Start = Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (default: settings).")]
-End = Annotated[str | None, typer.Option(help="Day after the last one, YYYY-MM-DD (default: settings).")]
+End = Annotated[
+    str | None,
+    typer.Option(
+        help="Day after the last one, YYYY-MM-DD (default: settings; up to now for real market data)."
+    ),
+]
 LakeDir = Annotated[Path | None, typer.Option(help="Lake directory (default: LAKEHOUSE_LAKE_DIR or ./lake).")]
 
 
@@ -149,6 +154,24 @@ def run(
     make_task_runner(task_runner, dask_address)  # a bad choice fails here, before any work
     summary = lakehouse(settings=settings, task_runner=task_runner, dask_address=dask_address)
     print_run_summary(summary)
+    echo_run_problems(summary)
+
+
+def echo_run_problems(summary: dict) -> None:
+    """Each series (or inbox file) that did not land, one line on stderr; any of them makes the
+    run fail, although what did land was validated, built and published."""
+    from flows.report import landing_problems
+
+    errors, warnings = landing_problems(summary.get("notes"))
+    for line in warnings:
+        typer.echo(f"warning: {line}", err=True)
+    for line in errors:
+        typer.echo(f"error: {line}", err=True)
+    if errors:
+        raise LakehouseError(
+            f"{len(errors)} series or inbox files did not land (see the errors above); the rest is "
+            f"published in snapshot {summary.get('snapshot_id')}; fix the cause and rerun to retry them"
+        )
 
 
 @app.command()
@@ -174,8 +197,10 @@ def ingest(
         ["dataset", "batches", "rows"],
         [[name, len(refs), sum(r.rows for r in refs)] for name, refs in result.refs.items()],
     )
+    failed = echo_problems(result)
     if "inbox" in result.notes:
         echo_inbox(settings, result.notes["inbox"])
+    raise_if_series_failed(failed)
 
 
 def echo_inbox(settings, report: dict[str, list[str]]) -> None:
@@ -238,6 +263,9 @@ def publish(lake_dir: LakeDir = None) -> None:
     settings = settings_from(lake_dir=lake_dir)
     check_lake_dir(settings.lake_dir)
     result = publish_marts(settings)
+    if not result.published:  # nothing new, or a rollback holds the live snapshot
+        typer.echo(result.note)
+        return
     unchanged = (
         f", {len(result.reused)} unchanged and linked from the previous snapshot" if result.reused else ""
     )
@@ -279,25 +307,53 @@ def query(
 
 @app.command()
 def snapshots(
-    rollback: Annotated[str | None, typer.Option(help="Point CURRENT back at this snapshot id.")] = None,
+    rollback: Annotated[
+        str | None,
+        typer.Option(
+            help="Point CURRENT back at this snapshot id and hold it: runs publish no marts equal to "
+            "the snapshot rolled back from, only new data (which lifts the hold)."
+        ),
+    ] = None,
+    release_hold: Annotated[
+        bool, typer.Option("--release-hold", help="Lift a rollback's hold: the next run publishes as usual.")
+    ] = False,
     lake_dir: LakeDir = None,
 ) -> None:
-    """List published snapshots (the current one is marked) or roll back to an older one."""
-    from flows.lake import current_snapshot, list_snapshots, swap_current
+    """List published snapshots (the current one is marked, a held one says so) or roll back to an older one."""
+    from flows import lake
 
     settings = settings_from(lake_dir=lake_dir)
+    if rollback and release_hold:
+        raise LakehouseError("--rollback holds the snapshot it points at; use it without --release-hold")
     if rollback:
-        swap_current(settings.lake_dir, rollback)
-        typer.echo(f"CURRENT now points at {rollback}")
+        hold = lake.roll_back(settings.lake_dir, rollback)
+        typer.echo(
+            f"CURRENT now points at {rollback} and is held: runs will not publish the marts of "
+            f"{hold['rolled_back_from'] or 'the previous CURRENT'} again, only new data; "
+            "`lakehouse snapshots --release-hold` lifts the hold"
+        )
         return
-    current = current_snapshot(settings.lake_dir)
-    published = list_snapshots(settings.lake_dir)
+    if release_hold:
+        hold = lake.release_hold(settings.lake_dir)
+        if hold is None:
+            typer.echo(f"no snapshot is held in {lake.marts_dir(settings.lake_dir)}; nothing to release")
+        else:
+            typer.echo(f"released the hold on {hold.get('snapshot')}: the next run publishes as usual")
+        return
+    current = lake.current_snapshot(settings.lake_dir)
+    held = (lake.read_hold(settings.lake_dir) or {}).get("snapshot")
+    published = lake.list_snapshots(settings.lake_dir)
     if not published:
         typer.echo(
             f"no snapshot published in {settings.lake_dir / 'marts'} yet; `lakehouse run` publishes one"
         )
     for snapshot in published:
-        typer.echo(f"{'*' if snapshot == current else ' '} {snapshot}")
+        note = (
+            "  (held by a rollback; `lakehouse snapshots --release-hold` lifts it)"
+            if snapshot == held
+            else ""
+        )
+        typer.echo(f"{'*' if snapshot == current else ' '} {snapshot}{note}")
 
 
 @app.command()
@@ -411,6 +467,14 @@ def echo_problems(result, keys: tuple[str, ...] = ("warnings", "errors")) -> int
     return len(result.notes.get("errors") or [])
 
 
+def raise_if_series_failed(failed: int) -> None:
+    if failed:
+        # main() turns this into exit status 1 (typer.Exit's code is lost in non-standalone mode).
+        raise LakehouseError(
+            f"{failed} of the requested series failed (see the errors above); rerun to retry them"
+        )
+
+
 def gap_filters(settings, symbols, interval, market, start, end):
     from flows.sources.binance_rest import day_start_ms
 
@@ -442,9 +506,11 @@ def backfill(
     from flows.sources.binance_rest import backfill_gaps, backfill_klines
     from flows.sources.gaps import find_gaps
 
+    # source="binance": an end not given is now, not the synthetic source's fixed window.
     settings = settings_from(
-        lake_dir=lake_dir, symbols=symbols, interval=interval, start=start, end=end, market=market
-    )
+        lake_dir=lake_dir, source="binance", symbols=symbols, interval=interval, start=start, end=end,
+        market=market,
+    )  # fmt: skip
     check_lake_dir(settings.lake_dir)
     if gaps:
         found = find_gaps(settings.lake_dir, **gap_filters(settings, symbols, interval, market, start, end))
@@ -456,11 +522,7 @@ def backfill(
     failed = echo_problems(result)
     if validate and any(result.refs.values()):
         admit_landed(settings)
-    if failed:
-        # main() turns this into exit status 1 (typer.Exit's code is lost in non-standalone mode).
-        raise LakehouseError(
-            f"{failed} of the requested series failed (see the errors above); rerun to retry them"
-        )
+    raise_if_series_failed(failed)
 
 
 @app.command("gaps")
@@ -545,9 +607,11 @@ def download_archive(
     from flows.lake import check_lake_dir
     from flows.sources.binance_archive import download_archives, import_archives
 
+    # source="archive": an end not given is now, not the synthetic source's fixed window.
     settings = settings_from(
-        lake_dir=lake_dir, symbols=symbols, interval=interval, start=start, end=end, market=market
-    )
+        lake_dir=lake_dir, source="archive", symbols=symbols, interval=interval, start=start, end=end,
+        market=market,
+    )  # fmt: skip
     check_lake_dir(settings.lake_dir)
     downloaded = download_archives(settings, dest=dest)
     if not (downloaded.files or downloaded.missing or downloaded.errors):

@@ -335,15 +335,74 @@ def swap_current(lake_dir: Path, snapshot_id: str) -> None:
 
 
 def prune_snapshots(lake_dir: Path, keep: int) -> list[str]:
-    """Delete all but the newest `keep` snapshots; the current one is never deleted."""
-    current = current_snapshot(lake_dir)
+    """Delete all but the newest `keep` snapshots; the current one and a held one (see
+    roll_back) are never deleted."""
+    hold = read_hold(lake_dir) or {}
+    spared = {current_snapshot(lake_dir), hold.get("snapshot")}
     snapshots = list_snapshots(lake_dir)
     removed = []
     for snapshot in snapshots[: max(0, len(snapshots) - keep)]:
-        if snapshot != current:
+        if snapshot not in spared:
             shutil.rmtree(snapshot_path(lake_dir, snapshot))
             removed.append(snapshot)
     return removed
+
+
+# Parquet key-value metadata of an exported mart: the fingerprint of the table it was copied from.
+FINGERPRINT_KEY = "lakehouse_fingerprint"
+
+# The marker a rollback leaves beside CURRENT (see roll_back).
+HOLD_MARKER = "HOLD"
+
+
+def snapshot_fingerprints(lake_dir: Path, snapshot_id: str) -> dict[str, str | None]:
+    """Per mart file of a snapshot, the fingerprint it was exported with (None: none recorded)."""
+    fingerprints: dict[str, str | None] = {}
+    for path in sorted(snapshot_path(lake_dir, snapshot_id).glob("*.parquet")):
+        try:
+            value = (pq.read_metadata(path).metadata or {}).get(FINGERPRINT_KEY.encode())
+        except (OSError, pa.ArrowInvalid):
+            value = None
+        fingerprints[path.stem] = value.decode() if value else None
+    return fingerprints
+
+
+def read_hold(lake_dir: Path) -> dict | None:
+    """The hold a rollback left (None: no hold)."""
+    try:
+        return json.loads((marts_dir(lake_dir) / HOLD_MARKER).read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        return {}  # a damaged marker still holds: publish refuses until it is released
+
+
+def roll_back(lake_dir: Path, snapshot_id: str) -> dict:
+    """Point CURRENT at an older snapshot and hold it there.
+
+    Without the hold the next scheduled run rebuilt the same marts from the same raw data and
+    published them again, undoing the rollback minutes later. The marker names the snapshot
+    rolled back to and the marts' fingerprints of the one rolled back from: publish replaces a
+    held CURRENT only with marts that differ from those (new data), and pruning spares the held
+    snapshot. `lakehouse snapshots --release-hold` lifts it.
+    """
+    rolled_back_from = current_snapshot(lake_dir)
+    swap_current(lake_dir, snapshot_id)
+    hold = {
+        "snapshot": snapshot_id,
+        "rolled_back_from": rolled_back_from,
+        "marts": snapshot_fingerprints(lake_dir, rolled_back_from) if rolled_back_from else {},
+        "held_at": utc_now().isoformat(),
+    }
+    write_text_atomic(marts_dir(lake_dir) / HOLD_MARKER, json.dumps(hold, indent=1, sort_keys=True) + "\n")
+    return hold
+
+
+def release_hold(lake_dir: Path) -> dict | None:
+    """Remove the hold a rollback left; returns it (None: there was none)."""
+    hold = read_hold(lake_dir)
+    (marts_dir(lake_dir) / HOLD_MARKER).unlink(missing_ok=True)
+    return hold
 
 
 @contextlib.contextmanager

@@ -21,11 +21,14 @@ import pyarrow.parquet as pq
 
 from flows.errors import LakehouseError
 from flows.lake import (
+    FINGERPRINT_KEY,
     current_snapshot,
     lake_lock,
     marts_dir,
     new_snapshot_id,
     prune_snapshots,
+    read_hold,
+    release_hold,
     snapshot_path,
     swap_current,
     utc_now,
@@ -62,6 +65,9 @@ class PublishResult:
     # Of those, the marts whose passing gate 2 result was carried over, not validated again
     # (see carried_validation); they have no entry in `gate`.
     carried: list[str] = field(default_factory=list)
+    # False: no new snapshot (see snapshot_decision); snapshot_id is the live one, note says why.
+    published: bool = True
+    note: str = ""
 
 
 # DuckDB's memory while publish reads the warehouse. DuckDB keeps what it read cached up to its
@@ -110,10 +116,6 @@ def missing_marts(settings: Settings, tables: list[str]) -> list[str]:
     project = {path.stem for path in models.rglob("*") if path.suffix in (".sql", ".py")}
     published = {path.stem for path in snapshot_path(settings.lake_dir, current).glob("*.parquet")}
     return sorted((published & project) - set(tables))
-
-
-# Parquet key-value metadata of an exported mart: the fingerprint of the table it was copied from.
-FINGERPRINT_KEY = "lakehouse_fingerprint"
 
 
 def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> tuple[str, int]:
@@ -550,6 +552,75 @@ def append_gate_runs(staged: Path, gate_runs: Path | None) -> int | None:
     return mart.num_rows + added.num_rows
 
 
+# Marts that log the pipeline's own runs rather than hold data: a rollback's hold ignores them
+# (a gate 1 run that quarantined a batch changes only them, which is no new data).
+RUN_LOG_MARTS = frozenset({QUALITY_RUNS})
+
+
+def content_fingerprint(con: duckdb.DuckDBPyConnection, relation: str) -> tuple:
+    """Columns with types, rows and the sum of the rows' hashes of a table or a parquet file, alike
+    for both: publish appends gate 2's rows to the file of fct_data_quality_runs after the export,
+    so that file's recorded fingerprint is not its content's."""
+    columns = tuple(row[:2] for row in con.execute(f"describe select * from {relation}").fetchall())
+    rows, total = con.execute(f"select count(*), sum(hash(t)::hugeint) from {relation} as t").fetchall()[0]
+    return columns, rows, total or 0
+
+
+def equals_snapshot(
+    con: duckdb.DuckDBPyConnection, settings: Settings, tables: list[str], snapshot_id: str
+) -> bool:
+    """Whether the warehouse's marts are the marts of a published snapshot, row for row."""
+    files = {path.stem: path for path in snapshot_path(settings.lake_dir, snapshot_id).glob("*.parquet")}
+    if set(files) != set(tables):
+        return False
+    for table in set(tables) - RUN_LOG_MARTS:  # row counts first: they differ after most builds
+        rows = con.execute(f"select count(*) from marts.{table}").fetchall()[0][0]
+        if pq.ParquetFile(files[table]).metadata.num_rows != rows:
+            return False
+    for table in tables:
+        if file_fingerprint(files[table]) == table_fingerprint(con, table)[0]:
+            continue
+        relation = "read_parquet('{}')".format(str(files[table]).replace("'", "''"))
+        if content_fingerprint(con, f"marts.{table}") != content_fingerprint(con, relation):
+            return False
+    return True
+
+
+def equals_held(con: duckdb.DuckDBPyConnection, tables: list[str], hold: dict) -> bool:
+    """Whether the warehouse's data marts are those of the snapshot a rollback left (its hold
+    records their fingerprints); a marker without them holds until it is released."""
+    held = {name: value for name, value in (hold.get("marts") or {}).items() if name not in RUN_LOG_MARTS}
+    if not held:
+        return True
+    data = [table for table in tables if table not in RUN_LOG_MARTS]
+    if set(data) != set(held):
+        return False
+    return all(held[table] == table_fingerprint(con, table)[0] for table in data)
+
+
+def snapshot_decision(settings: Settings, tables: list[str]) -> str | None:
+    """None: publish a new snapshot; else the one line saying why the live one stays.
+
+    Every run published a snapshot, changed or not: with a 5-minute schedule and 5 snapshots
+    kept, rollback targets were pruned within 25 minutes, and a run after a rollback published
+    the very marts rolled back from again.
+    """
+    live = current_snapshot(settings.lake_dir)
+    if live is None:
+        return None
+    hold = read_hold(settings.lake_dir)
+    with open_warehouse(settings) as con:
+        if equals_snapshot(con, settings, tables, live):
+            return f"publish: every mart equals the live snapshot {live} under {marts_dir(settings.lake_dir)}, so no new snapshot; {live} stays live"
+        if hold is not None and equals_held(con, tables, hold):
+            origin = hold.get("rolled_back_from") or "an unknown snapshot"
+            return (
+                f"publish: {live} is held by a rollback from {origin} and the built marts equal that one's, "
+                f"so {live} stays live until new data arrives; `lakehouse snapshots --release-hold` lifts the hold"
+            )
+    return None
+
+
 def publish_marts(settings: Settings) -> PublishResult:
     """WAP: write the marts to a staged snapshot, audit it with gate 2, then publish atomically."""
     with lake_lock(settings.lake_dir, "publish"):
@@ -571,6 +642,17 @@ def publish_marts(settings: Settings) -> PublishResult:
                     f"the warehouse {warehouse_path(settings)} lacks {len(missing)} mart(s) of the published "
                     f"snapshot {live} ({', '.join(missing)}), so nothing was published and {live} stays "
                     "live; build them again with `lakehouse build --full-refresh`"
+                )
+            note = snapshot_decision(settings, tables)
+            if note is not None:
+                log.info(note)
+                live = current_snapshot(settings.lake_dir)
+                return PublishResult(
+                    snapshot_id=live,
+                    tables=previous_row_counts(settings),
+                    reused=sorted(tables),
+                    published=False,
+                    note=note,
                 )
             # The export runs in a thread, largest mart first, and each mart is validated as
             # soon as its file is written: DuckDB's copy and GE's checks (which hold the GIL)
@@ -596,6 +678,8 @@ def publish_marts(settings: Settings) -> PublishResult:
             if staged.exists():
                 shutil.rmtree(staged)
         swap_current(settings.lake_dir, snapshot_id)
+        if release_hold(settings.lake_dir) is not None:  # new data: the rollback has done its part
+            log.info("publish: new marts replaced the snapshot a rollback held; the hold is lifted")
         prune_snapshots(settings.lake_dir, settings.snapshots_kept)
     if audit.reused:
         log.info(

@@ -841,6 +841,7 @@ def _validate_chunk(settings: Settings, group: _Group, refs: list[BatchRef], fra
             duplicates_collapsed=n_copies,
             whole_batch=bool(outcome.table_level),
             in_quarantine=group.in_quarantine,
+            key=list(getattr(module, "KEY", [])) if module is not None else [],
         )
         result.accepted += accepted
         result.quarantined += quarantined
@@ -889,6 +890,7 @@ def route_batch(
     duplicates_collapsed: int = 0,
     whole_batch: bool = False,
     in_quarantine: bool = True,
+    key: list[str] | None = None,
 ) -> tuple[int, int]:
     """Good rows of a batch to raw, bad rows to quarantine with a JSON reason; then drop the source.
 
@@ -896,6 +898,9 @@ def route_batch(
     rows are taken from the batch's arrow table, so what lands in raw keeps the exact schema.
     From quarantine (a release), admitted rows join the batch's accepted rows already in raw.
     in_quarantine=False says the dataset has nothing in quarantine, so no stale reason to remove.
+    A landed batch that replaces the raw file of its batch id keeps the earlier rows whose natural
+    key (the dataset's KEY) only its quarantined rows hold (earlier_rows_kept): bad input never
+    takes a good row out of the lake; a batch with no accepted row leaves the raw file as it was.
     """
     if zone == "landing" and not bad and kept is None:
         move_batch(lake_dir, ref, "landing", "raw")
@@ -909,11 +914,21 @@ def route_batch(
     rows = np.arange(table.num_rows) if kept is None else np.asarray(kept)
     bad_positions = np.array(sorted(bad), dtype=np.int64)
     good_positions = rows[~np.isin(rows, bad_positions)]
+    earlier, earlier_kept = None, None
+    if zone == "landing" and len(bad_positions) and raw_path.exists():
+        earlier = _earlier_rows_to_keep(raw_path, table, good_positions, bad_positions, key or [])
+        earlier_kept = 0 if earlier is None else earlier.num_rows
+        if not len(good_positions):  # nothing of the batch lands: the raw file stays whole
+            earlier_kept = pq.ParquetFile(raw_path).metadata.num_rows
     if len(good_positions):
         good = table.take(pa.array(good_positions))
         if zone == "quarantine" and raw_path.exists():
             good = pa.concat_tables(
                 [pq.read_table(raw_path, partitioning=None), good], promote_options="default"
+            )
+        if earlier is not None and earlier.num_rows:
+            good = pa.concat_tables([good, earlier], promote_options="permissive").sort_by(
+                [(column, "ascending") for column in key]
             )
         write_parquet_atomic(good, raw_path)
     if len(bad_positions):
@@ -942,6 +957,10 @@ def route_batch(
         }
         if zone == "quarantine":
             reason["released_rows"] = previous.get("released_rows", 0) + int(len(good_positions))
+        if earlier_kept is not None:
+            # Rows of the raw file of this batch id, accepted before, that stay in raw because
+            # this batch's version of them is quarantined; a good version replaces them.
+            reason["earlier_rows_kept"] = int(earlier_kept)
         write_parquet_atomic(table.take(pa.array(bad_positions)), quarantine_path)
         write_text_atomic(quarantine_path.with_suffix(".json"), reason_json(reason))
     elif zone == "quarantine" or quarantine_path.exists():
@@ -949,6 +968,27 @@ def route_batch(
     if zone == "landing":
         source_path.unlink()
     return int(len(good_positions)), int(len(bad_positions))
+
+
+def _earlier_rows_to_keep(
+    raw_path: Path, table: pa.Table, good_positions: np.ndarray, bad_positions: np.ndarray, key: list[str]
+) -> pa.Table | None:
+    """The rows of the raw file a landed batch replaces whose natural key is among the batch's
+    quarantined rows and not among its accepted ones (None: the keys cannot be compared, e.g. a
+    batch without the key columns, quarantined whole, which leaves the raw file as it was)."""
+    earlier = pq.read_table(raw_path, partitioning=None)
+    if not key or not set(key) <= set(table.column_names) or not set(key) <= set(earlier.column_names):
+        return None
+    new_keys = table.select(key).to_pandas()
+    try:
+        old_keys = earlier.select(key).to_pandas().astype(new_keys.dtypes)
+    except (TypeError, ValueError):
+        return None
+    old = pd.MultiIndex.from_frame(old_keys)
+    quarantined = pd.MultiIndex.from_frame(new_keys.iloc[bad_positions])
+    accepted = pd.MultiIndex.from_frame(new_keys.iloc[good_positions])
+    keep = old.isin(quarantined) & ~old.isin(accepted)
+    return earlier.filter(pa.array(keep))
 
 
 def _remove_quarantine(path: Path) -> None:

@@ -149,7 +149,14 @@ def print_run_summary(summary: dict, console: Console | None = None) -> None:
     timing.add_row("total", f"{sum(summary['seconds'].values()):.1f}")
     console.print(timing)
 
-    console.print(f"published snapshot [bold]{summary['snapshot_id']}[/bold] in {summary['lake_dir']}/marts")
+    if summary.get("published", True):
+        console.print(
+            f"published snapshot [bold]{summary['snapshot_id']}[/bold] in {summary['lake_dir']}/marts"
+        )
+    else:  # nothing new to publish, or a rollback holds the live snapshot
+        console.print(
+            summary.get("publish_note") or f"snapshot {summary['snapshot_id']} stays live", soft_wrap=True
+        )
     console.print("next:")
     for what, command in NEXT_STEPS:
         console.print(f"  {what:<38} {command}", soft_wrap=True)

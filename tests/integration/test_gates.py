@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -20,7 +21,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.errors import LakehouseError
-from flows.lake import current_snapshot, marts_dir, snapshot_path, utc_now
+from flows.lake import (
+    current_snapshot,
+    list_snapshots,
+    marts_dir,
+    prune_snapshots,
+    read_hold,
+    release_hold,
+    roll_back,
+    snapshot_path,
+    utc_now,
+)
 from flows.publish import GateFailed, publish_marts, sql_list
 from flows.quality import data_docs_index, validate_raw
 from flows.settings import load_settings
@@ -322,6 +333,12 @@ def read_page(path: Path) -> ValidationPage:
     return page
 
 
+USERS_BY_COUNTRY = (
+    "create or replace table marts.fct_users_by_country as "
+    "select * from (values ('DE', 2), ('US', 1)) t(country, users)"
+)
+
+
 @pytest.fixture
 def published(settings):
     build_warehouse(settings)
@@ -344,12 +361,15 @@ def test_an_unchanged_mart_is_linked_from_the_published_snapshot_and_still_valid
         return snapshot_path(settings.lake_dir, result.snapshot_id) / "fct_klines_hourly.parquet"
 
     first = published_file(published)
+    # Another mart changed (with none changed, no snapshot is published at all).
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute(USERS_BY_COUNTRY)
     again = publish_marts(settings)
 
-    assert again.reused == ["fct_klines_hourly"]
+    assert again.reused == ["fct_klines_hourly"] and again.published
     assert current_snapshot(settings.lake_dir) == again.snapshot_id != published.snapshot_id
     assert published_file(again).stat().st_ino == first.stat().st_ino  # one file, two snapshots
-    [gate] = again.gate
+    [gate] = [r for r in again.gate if r.dataset == "fct_klines_hourly"]
     assert gate.success and gate.evaluated == published.gate[0].evaluated and gate.accepted == 96
 
     # One more hour in the warehouse: a new file with the new rows, the old snapshot untouched.
@@ -357,12 +377,106 @@ def test_an_unchanged_mart_is_linked_from_the_published_snapshot_and_still_valid
     build_warehouse(settings, hours=49)
     changed = publish_marts(settings)
 
-    assert changed.reused == [] and changed.tables == {"fct_klines_hourly": 98}
+    assert changed.reused == ["fct_users_by_country"]
+    assert changed.tables == {"fct_klines_hourly": 98, "fct_users_by_country": 2}
     assert published_file(changed).stat().st_ino != first.stat().st_ino
     assert pd.read_parquet(published_file(changed))["open_time"].max() == pd.Timestamp(
         "2026-10-03 00:00", tz="UTC"
     )
     assert first.read_bytes() == before
+
+
+def published_hash(settings, result) -> str:
+    path = snapshot_path(settings.lake_dir, result.snapshot_id) / "fct_klines_hourly.parquet"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def gate_run_files(settings) -> list[Path]:
+    return sorted((settings.lake_dir / "quality").rglob("*.parquet"))
+
+
+def test_a_publish_with_every_mart_unchanged_keeps_the_live_snapshot_and_makes_none(settings, published):
+    before, runs = hashes(settings.lake_dir), gate_run_files(settings)
+    live = published.snapshot_id
+
+    again = publish_marts(settings)
+
+    assert current_snapshot(settings.lake_dir) == live and list_snapshots(settings.lake_dir) == [live]
+    assert (again.published, again.snapshot_id) == (False, live)
+    assert again.note == (
+        f"publish: every mart equals the live snapshot {live} under {marts_dir(settings.lake_dir)}, "
+        f"so no new snapshot; {live} stays live"
+    )
+    assert (again.tables, again.reused, again.gate) == ({"fct_klines_hourly": 96}, ["fct_klines_hourly"], [])
+    assert current_snapshot(settings.lake_dir) == live and list_snapshots(settings.lake_dir) == [live]
+    assert hashes(settings.lake_dir) == before
+    assert gate_run_files(settings) == runs  # no gate 2 ran, so none is recorded
+
+
+def test_the_quality_runs_mart_rebuilt_with_the_last_gate_2_rows_counts_as_unchanged(settings, published):
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute(QUALITY_RUNS_TABLE)
+    first = publish_marts(settings)  # a new mart: published, with this gate 2's rows appended
+    assert current_snapshot(settings.lake_dir) == first.snapshot_id != published.snapshot_id
+    assert first.tables["fct_data_quality_runs"] == 1 + len(first.gate) == 3
+    assert publish_marts(settings).snapshot_id == first.snapshot_id  # the warehouse as first exported it
+
+    # The next build reads those gate 2 rows back from the lake: the mart equals the published file.
+    runs = snapshot_path(settings.lake_dir, first.snapshot_id) / "fct_data_quality_runs.parquet"
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute(
+            f"create or replace table marts.fct_data_quality_runs as select * from read_parquet('{runs}')"
+        )
+    again = publish_marts(settings)
+
+    assert list_snapshots(settings.lake_dir) == [published.snapshot_id, first.snapshot_id]
+    assert (again.published, again.snapshot_id) == (False, first.snapshot_id)
+
+
+def test_a_rollback_holds_until_the_marts_differ_from_the_snapshot_rolled_back_from(settings, published):
+    build_warehouse(settings, hours=49)
+    bad = publish_marts(settings)
+    assert current_snapshot(settings.lake_dir) == bad.snapshot_id != published.snapshot_id
+    roll_back(settings.lake_dir, published.snapshot_id)
+    before = hashes(settings.lake_dir)
+
+    # The next run rebuilt the very marts rolled back from: CURRENT stays where the rollback put it.
+    held = publish_marts(settings)
+
+    live = published.snapshot_id
+    assert current_snapshot(settings.lake_dir) == live
+    assert list_snapshots(settings.lake_dir) == [live, bad.snapshot_id]
+    assert (held.published, held.snapshot_id, held.tables) == (False, live, {"fct_klines_hourly": 96})
+    assert held.note == (
+        f"publish: {live} is held by a rollback from {bad.snapshot_id} and the built marts equal that one's, "
+        f"so {live} stays live until new data arrives; `lakehouse snapshots --release-hold` lifts the hold"
+    )
+    assert current_snapshot(settings.lake_dir) == live
+    assert hashes(settings.lake_dir) == before
+    assert prune_snapshots(settings.lake_dir, keep=0) == [bad.snapshot_id]  # the held one is spared
+    assert list_snapshots(settings.lake_dir) == [live]
+
+    # New data: published, and the hold is lifted.
+    build_warehouse(settings, hours=50)
+    fresh = publish_marts(settings)
+
+    assert fresh.published and fresh.tables == {"fct_klines_hourly": 100}
+    assert current_snapshot(settings.lake_dir) == fresh.snapshot_id
+    assert read_hold(settings.lake_dir) is None
+    assert published_hash(settings, fresh) != published_hash(settings, published)
+
+
+def test_a_released_hold_lets_the_marts_rolled_back_from_be_published_again(settings, published):
+    build_warehouse(settings, hours=49)
+    bad = publish_marts(settings)
+    roll_back(settings.lake_dir, published.snapshot_id)
+    assert publish_marts(settings).snapshot_id == published.snapshot_id
+
+    assert release_hold(settings.lake_dir)["rolled_back_from"] == bad.snapshot_id
+    again = publish_marts(settings)
+
+    assert again.published and current_snapshot(settings.lake_dir) == again.snapshot_id != bad.snapshot_id
+    assert published_hash(settings, again) == published_hash(settings, bad)
 
 
 def test_an_unchanged_mart_that_passed_the_same_checks_is_not_validated_again(
@@ -380,21 +494,33 @@ def test_an_unchanged_mart_that_passed_the_same_checks_is_not_validated_again(
             "marts"
         ]
 
+    def publish_with_another_mart_changed():
+        # With every mart unchanged no snapshot is published at all: a scratch mart (no suite)
+        # changes each time, so the two marts here are checked in a new snapshot.
+        write(f"create or replace table marts.fct_scratch as select {next(scratch)} as n")
+        result = publish_marts(settings)
+        assert result.published
+        return result
+
+    def checked(result) -> list[str]:
+        return [r.dataset for r in result.gate if r.dataset != "fct_scratch"]
+
+    scratch = itertools.count()
     # A mart without a prepare step: its suite (row count, dbt grain) reads its rows only.
     write(
         "create table marts.fct_users_by_country as select * from (values ('DE', 2), ('US', 1)) t(country, users)"
     )
-    first = publish_marts(settings)
-    assert [r.dataset for r in first.gate] == ["fct_klines_hourly", "fct_users_by_country"]
+    first = publish_with_another_mart_changed()
+    assert checked(first) == ["fct_klines_hourly", "fct_users_by_country"]
     assert first.carried == []
     validated_at = record(first)["fct_users_by_country"]["validated_at"]
 
     # Nothing changed: both files are linked; the rollup mart is checked again against its
     # 1-minute inputs, the other one's passing result is carried over with its validation time.
-    again = publish_marts(settings)
+    again = publish_with_another_mart_changed()
     assert again.reused == ["fct_klines_hourly", "fct_users_by_country"]
     assert again.carried == ["fct_users_by_country"]
-    assert [r.dataset for r in again.gate] == ["fct_klines_hourly"]
+    assert checked(again) == ["fct_klines_hourly"]
     assert record(again)["fct_users_by_country"] == record(first)["fct_users_by_country"]
     assert record(again)["fct_users_by_country"]["validated_at"] == validated_at
     assert record(again)["fct_klines_hourly"]["suite"] is None
@@ -404,16 +530,16 @@ def test_an_unchanged_mart_that_passed_the_same_checks_is_not_validated_again(
     monkeypatch.setattr(
         _marts, "dbt_grains", lambda: {**grains, "fct_users_by_country": ["country", "users"]}
     )
-    regrained = publish_marts(settings)
-    assert regrained.carried == [] and [r.dataset for r in regrained.gate][-1] == "fct_users_by_country"
+    regrained = publish_with_another_mart_changed()
+    assert regrained.carried == [] and checked(regrained)[-1] == "fct_users_by_country"
     assert record(regrained)["fct_users_by_country"]["validated_at"] != validated_at
     monkeypatch.undo()
 
     # A snapshot published before gate 2 kept records: every mart is validated.
     current = snapshot_path(settings.lake_dir, current_snapshot(settings.lake_dir))
     (current / GATE_RECORD).unlink()
-    assert publish_marts(settings).carried == []
-    assert publish_marts(settings).carried == ["fct_users_by_country"]
+    assert publish_with_another_mart_changed().carried == []
+    assert publish_with_another_mart_changed().carried == ["fct_users_by_country"]
 
     # Changed rows are always validated: a repeated country fails the grain.
     before = hashes(settings.lake_dir)
@@ -423,6 +549,22 @@ def test_an_unchanged_mart_that_passed_the_same_checks_is_not_validated_again(
     ):
         publish_marts(settings)
     assert hashes(settings.lake_dir) == before
+
+
+def test_the_publish_command_says_the_live_snapshot_stays_when_no_mart_changed(settings, published):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    live = published.snapshot_id
+    result = CliRunner().invoke(app, ["publish"])
+
+    assert result.exit_code == 0
+    assert result.output.strip().splitlines()[-1] == (
+        f"publish: every mart equals the live snapshot {live} under {marts_dir(settings.lake_dir)}, "
+        f"so no new snapshot; {live} stays live"
+    )
+    assert current_snapshot(settings.lake_dir) == live
 
 
 def test_a_sudden_drop_fails_gate_2_and_leaves_the_published_snapshot_byte_identical(settings, published):
@@ -920,7 +1062,11 @@ def test_the_published_quality_runs_hold_the_gate_2_that_passed_that_snapshot(se
         # wrote as required (it had no nulls).
         con.execute("create table marts.fct_scratch as select 1 as n where false")
     first = publish_marts(settings)
-    again = publish_marts(settings)  # nothing rebuilt: the mart file of `first` may be linked
+    # Only another mart rebuilt: the quality runs file of `first` may be linked.
+    with duckdb.connect(str(warehouse_path(settings))) as con:
+        con.execute("create or replace table marts.fct_scratch as select 1 as n")
+    again = publish_marts(settings)
+    assert again.published and "fct_data_quality_runs" in again.reused
     for result in (first, again):
         runs = pq.read_table(
             snapshot_path(settings.lake_dir, result.snapshot_id) / "fct_data_quality_runs.parquet"

@@ -133,9 +133,40 @@ def test_rollback_takes_only_a_published_snapshot(lake_dir, capsys):
     assert current_snapshot(lake_dir) == "20261001T000000000000Z"
     assert main(["snapshots", "--lake-dir", str(lake_dir)]) == 0
     assert capsys.readouterr().out.splitlines()[-2:] == [
-        "* 20261001T000000000000Z",
+        "* 20261001T000000000000Z  (held by a rollback; `lakehouse snapshots --release-hold` lifts it)",
         "  20261002T000000000000Z",
     ]
+
+
+def test_a_rollback_says_it_holds_and_release_hold_lifts_it(lake_dir, capsys):
+    from flows.lake import current_snapshot, read_hold, snapshot_path, swap_current
+
+    for snapshot in ("20261001T000000000000Z", "20261002T000000000000Z"):
+        snapshot_path(lake_dir, snapshot).mkdir(parents=True)
+    swap_current(lake_dir, "20261002T000000000000Z")
+
+    assert main(["snapshots", "--rollback", "20261001T000000000000Z", "--lake-dir", str(lake_dir)]) == 0
+    assert capsys.readouterr().out == (
+        "CURRENT now points at 20261001T000000000000Z and is held: runs will not publish the marts of "
+        "20261002T000000000000Z again, only new data; `lakehouse snapshots --release-hold` lifts the hold\n"
+    )
+    hold = read_hold(lake_dir)
+    assert (hold["snapshot"], hold["rolled_back_from"], hold["marts"]) == (
+        "20261001T000000000000Z",
+        "20261002T000000000000Z",
+        {},
+    )
+
+    assert main(["snapshots", "--release-hold", "--lake-dir", str(lake_dir)]) == 0
+    assert capsys.readouterr().out == (
+        "released the hold on 20261001T000000000000Z: the next run publishes as usual\n"
+    )
+    assert read_hold(lake_dir) is None
+    assert current_snapshot(lake_dir) == "20261001T000000000000Z"
+    assert main(["snapshots", "--release-hold", "--lake-dir", str(lake_dir)]) == 0
+    assert capsys.readouterr().out == f"no snapshot is held in {lake_dir / 'marts'}; nothing to release\n"
+    assert main(["snapshots", "--lake-dir", str(lake_dir)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["* 20261001T000000000000Z", "  20261002T000000000000Z"]
 
 
 def test_query_rejects_writes_and_bad_format(lake_dir, capsys):
@@ -296,3 +327,107 @@ def test_a_read_only_lake_says_which_file_it_could_not_write(lake_dir, capsys, m
         "(the folder's owner and mode) or point --lake-dir / LAKEHOUSE_LAKE_DIR at a lake you own\n"
     )
     assert current_snapshot(lake_dir) == "20261002T000000000000Z"
+
+
+NOPE_ERROR = (
+    "NOPEUSDT 1h (spot): Binance rejected spot klines NOPEUSDT 1h from 2026-12-01 00:00:00: "
+    "Invalid symbol. (code -1121, HTTP 400)"
+)
+
+
+def test_ingest_prints_a_failed_series_and_exits_1_as_backfill_does(lake_dir, capsys, monkeypatch):
+    import flows.sources.binance_rest as binance_rest
+    from flows.sources import LandResult
+
+    def land(settings, **options):
+        return LandResult(
+            refs={"klines": [], "exchange_info": []}, notes={"errors": [NOPE_ERROR], "warnings": []}
+        )
+
+    monkeypatch.setattr(binance_rest, "land_rest_klines", land)
+    monkeypatch.setattr(binance_rest, "backfill_klines", land)
+    series = [
+        "--symbols",
+        "BTCUSDT,NOPEUSDT",
+        "--interval",
+        "1h",
+        "--start",
+        "2026-12-01",
+        "--end",
+        "2026-12-08",
+    ]
+    for command in (["ingest", "--source", "binance"], ["backfill", "--no-validate"]):
+        assert main([*command, *series]) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            f"error: {NOPE_ERROR}",
+            "error: 1 of the requested series failed (see the errors above); rerun to retry them",
+        ]
+
+
+def test_only_start_for_binance_commands_runs_up_to_now(lake_dir, capsys, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    import flows.sources.binance_rest as binance_rest
+    from flows.sources import LandResult
+
+    seen = []
+
+    def land(settings, **options):
+        seen.append(settings)
+        return LandResult(refs={"klines": []}, notes={"errors": [], "warnings": []})
+
+    monkeypatch.setattr(binance_rest, "land_rest_klines", land)
+    monkeypatch.setattr(binance_rest, "backfill_klines", land)
+    today = datetime.now(UTC).date()
+    start = (today - timedelta(days=2)).isoformat()
+    assert main(["ingest", "--source", "binance", "--symbols", "BTCUSDT", "--start", start]) == 0
+    assert main(["backfill", "--symbols", "BTCUSDT", "--start", start, "--no-validate"]) == 0
+    assert capsys.readouterr().err == ""
+    # The day after today: end days are exclusive, and landing clips the range to now.
+    assert [(s.start.isoformat(), s.end) for s in seen] == [(start, today + timedelta(days=1))] * 2
+
+
+def run_summary(lake_dir, notes: dict) -> dict:
+    return {
+        "lake_dir": str(lake_dir),
+        "landed": {"klines": 24},
+        "notes": notes,
+        "raw_gate": [],
+        "mart_gate": [],
+        "marts": {"fct_klines_hourly": 24},
+        "snapshot_id": "20261207T000000000000Z",
+        "seconds": {"ingest": 1.0},
+    }
+
+
+def test_run_names_each_series_that_did_not_land_and_exits_1(lake_dir, capsys, monkeypatch):
+    import flows.pipeline
+
+    notes = {
+        "errors": [f"binance-NOPEUSDT-1h: no klines landed: {NOPE_ERROR}"],
+        "warnings": [],
+        "binance_rest": {},
+    }
+    monkeypatch.setattr(flows.pipeline, "lakehouse", lambda **kwargs: run_summary(lake_dir, notes))
+
+    assert main(["run", "--source", "binance", "--symbols", "BTCUSDT,NOPEUSDT", "--interval", "1h"]) == 1
+    captured = capsys.readouterr()
+    assert "published snapshot 20261207T000000000000Z" in captured.out
+    assert captured.err.splitlines() == [
+        f"error: binance-NOPEUSDT-1h: no klines landed: {NOPE_ERROR}",
+        "error: 1 series or inbox files did not land (see the errors above); the rest is published in "
+        "snapshot 20261207T000000000000Z; fix the cause and rerun to retry them",
+    ]
+
+    monkeypatch.setattr(flows.pipeline, "lakehouse", lambda **kwargs: run_summary(lake_dir, {"errors": []}))
+    assert main(["run", "--source", "binance", "--symbols", "BTCUSDT", "--interval", "1h"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_an_empty_lake_dir_variable_is_one_line_not_the_current_directory(monkeypatch, capsys):
+    monkeypatch.setenv("LAKEHOUSE_LAKE_DIR", "")
+    assert main(["validate"]) == 1
+    assert capsys.readouterr().err == (
+        "error: invalid setting lake_dir: it is empty, which would mean the current directory; set it "
+        "to a folder, or unset it for the default (check the option or LAKEHOUSE_LAKE_DIR)\n"
+    )

@@ -217,3 +217,37 @@ def test_check_lake_dir_names_an_unusable_directory(tmp_path):
 
     with pytest.raises(LakehouseError, match=f"lake directory {blocker / 'lake'} is not usable"):
         lake.check_lake_dir(blocker / "lake")
+
+
+def test_a_rollback_holds_the_snapshot_it_points_at_and_records_the_one_rolled_back_from(tmp_path):
+    for snapshot in ("s1", "s2"):
+        make_snapshot(tmp_path, snapshot)
+    pq.write_table(
+        pa.table({"v": [1]}).replace_schema_metadata({lake.FINGERPRINT_KEY: "v1:abc:1:7"}),
+        lake.snapshot_path(tmp_path, "s2") / "fct_x.parquet",
+    )
+    lake.swap_current(tmp_path, "s2")
+
+    hold = lake.roll_back(tmp_path, "s1")
+
+    assert lake.current_snapshot(tmp_path) == "s1"
+    assert lake.read_hold(tmp_path) == hold
+    assert (hold["snapshot"], hold["rolled_back_from"]) == ("s1", "s2")
+    assert hold["marts"] == {"fct_x": "v1:abc:1:7", "m": None}
+    assert lake.release_hold(tmp_path) == hold
+    assert lake.read_hold(tmp_path) is None and lake.release_hold(tmp_path) is None
+    assert lake.current_snapshot(tmp_path) == "s1"
+
+
+def test_pruning_spares_the_held_snapshot_and_the_current_one(tmp_path):
+    for snapshot in ("s1", "s2", "s3", "s4", "s5"):
+        make_snapshot(tmp_path, snapshot)
+    lake.swap_current(tmp_path, "s3")
+    lake.roll_back(tmp_path, "s1")  # CURRENT and held: s1
+    lake.swap_current(tmp_path, "s2")  # e.g. a publish of new data before the hold was lifted
+
+    removed = lake.prune_snapshots(tmp_path, keep=1)
+
+    assert removed == ["s3", "s4"]
+    assert lake.list_snapshots(tmp_path) == ["s1", "s2", "s5"]
+    assert lake.current_snapshot(tmp_path) == "s2"

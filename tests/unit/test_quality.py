@@ -617,3 +617,53 @@ def test_a_large_gate_frees_what_only_reference_cycles_hold_before_it_hands_memo
         assert alive() is None
     finally:
         gc.enable()
+
+
+def test_a_relanded_range_with_a_bad_row_keeps_the_earlier_good_row_of_its_key_in_raw(settings, lake_dir):
+    good = klines(24, interval="1h", step=pd.Timedelta(hours=1))
+    land_klines(lake_dir, good)
+    validate_raw(settings)
+    [raw_file] = (lake_dir / "raw").rglob("*.parquet")
+    earlier_ingested = pq.read_table(raw_file, partitioning=None)["ingested_at"][5].as_py()
+
+    # The same range again (same batch id): hour 05 now has high < low, hour 06 a new close.
+    again = good.copy()
+    again.loc[5, "high"] = again.loc[5, "low"] - 1
+    again.loc[6, "close"] = again.loc[6, "close"] * 1.0001
+    [ref] = land_klines(lake_dir, again)
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined) == (23, 1)
+    [raw_file_after] = (lake_dir / "raw").rglob("*.parquet")
+    assert raw_file_after.name == f"{ref.batch_id}.parquet" == raw_file.name
+    rows = raw_rows(lake_dir)
+    assert len(rows) == 24 and rows["open_time"].is_monotonic_increasing
+    hour_5 = rows[rows["open_time"] == good.loc[5, "open_time"]]
+    assert len(hour_5) == 1
+    assert hour_5["high"].iloc[0] == good.loc[5, "high"]  # the earlier good candle, not the bad one
+    assert hour_5["ingested_at"].iloc[0] == earlier_ingested
+    # An accepted row replaces its earlier version as before.
+    hour_6 = rows[rows["open_time"] == good.loc[6, "open_time"]]
+    assert hour_6["close"].tolist() == [again.loc[6, "close"]]
+    [reason] = reasons(lake_dir)
+    assert (reason["rows_accepted"], reason["rows_quarantined"], reason["earlier_rows_kept"]) == (23, 1, 1)
+    quarantined = pq.read_table(next((lake_dir / "quarantine").rglob("*.parquet")), partitioning=None)
+    assert quarantined["high"].to_pylist() == [again.loc[5, "high"]]
+
+
+def test_a_relanded_range_whose_every_row_is_bad_leaves_the_raw_file_as_it_was(settings, lake_dir):
+    good = klines(24, interval="1h", step=pd.Timedelta(hours=1))
+    land_klines(lake_dir, good)
+    validate_raw(settings)
+    [raw_file] = (lake_dir / "raw").rglob("*.parquet")
+    before = raw_file.read_bytes()
+
+    bad = good.copy()
+    bad["high"] = bad["low"] - 1
+    land_klines(lake_dir, bad)
+    [result] = validate_raw(settings)
+
+    assert (result.accepted, result.quarantined) == (0, 24)
+    assert raw_file.read_bytes() == before
+    [reason] = reasons(lake_dir)
+    assert (reason["rows_accepted"], reason["rows_quarantined"], reason["earlier_rows_kept"]) == (0, 24, 24)

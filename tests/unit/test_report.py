@@ -105,3 +105,26 @@ def test_landing_problems_are_one_line_each_whatever_shape_the_notes_take():
         ["series: NOPEUSDT 1h, error: Invalid symbol."],
         [],
     )
+
+
+def test_a_run_that_published_nothing_new_says_why_instead_of_published(tmp_path):
+    note = "publish: every mart equals the live snapshot 20261122T000000000000Z under x, so no new snapshot"
+    summary = {
+        "lake_dir": str(tmp_path),
+        "landed": {},
+        "notes": {},
+        "raw_gate": [],
+        "mart_gate": [],
+        "marts": {"fct_klines_hourly": 2},
+        "snapshot_id": "20261122T000000000000Z",
+        "published": False,
+        "publish_note": note,
+        "seconds": {"ingest": 1.0},
+    }
+    console = Console(record=True, width=220)
+
+    print_run_summary(summary, console=console)
+
+    text = console.export_text()
+    assert note in text
+    assert "published snapshot" not in text
