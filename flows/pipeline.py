@@ -61,11 +61,68 @@ STAGE_HINTS = {
 }
 
 
+# Retries: only for what may pass ---------------------------------------------------------------
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether another attempt may succeed: network errors, 5xx and timeouts may pass; a
+    LakehouseError (settings, gate 2, a rejected symbol, a Binance ban) fails the same way again.
+    An exception may say so itself with a `retryable` attribute (flows.sources.binance_rest)."""
+    retryable = getattr(exc, "retryable", None)
+    if retryable is not None:
+        return bool(retryable)
+    return not isinstance(exc, LakehouseError)
+
+
+def retry_if_it_may_pass(task, task_run, state) -> bool:
+    """Prefect's retry_condition_fn: the failed state's exception decides."""
+    try:
+        state.result()
+    except Exception as exc:
+        return is_retryable(exc)
+    return True
+
+
+def stop_flow_retries() -> None:
+    """Make the current flow run's failure final.
+
+    Prefect 3.8 has no retry condition for flows: its server turns a flow run's failure into a
+    retry while the run's `empirical_policy.retries` lasts. Setting that budget to 0 on the run
+    before the failure is reported lets the failure through at once.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    run = context.flow_run
+    policy = run.empirical_policy.model_copy(update={"retries": 0})
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run_id=run.id, empirical_policy=policy)
+    run.empirical_policy = policy
+
+
+@contextlib.contextmanager
+def final_unless_retryable() -> Iterator[None]:
+    """Around a deployment flow's body: a failure another attempt would repeat is not retried."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_retryable(exc):
+            try:
+                stop_flow_retries()
+            except Exception as unset:  # the failure itself matters more: report it all the same
+                _logger().warning("could not stop this flow run's retries: %s", unset)
+        raise
+
+
 # Tasks: thin wrappers over plain functions, so tests can call those without Prefect -------------
 
 
 @task(
     name="land",
+    retry_condition_fn=retry_if_it_may_pass,
     retries=LAND_RETRIES,
     retry_delay_seconds=LAND_DELAYS,
     retry_jitter_factor=RETRY_JITTER,
@@ -79,6 +136,7 @@ def land_slice(settings: Settings, run_key: str, backfill: bool = False) -> Land
 
 @task(
     name="validate_raw",
+    retry_condition_fn=retry_if_it_may_pass,
     retries=2,
     retry_delay_seconds=[5, 20],
     retry_jitter_factor=RETRY_JITTER,
@@ -93,6 +151,7 @@ def validate_raw_task(settings: Settings, run_key: str):
 
 @task(
     name="build_marts",
+    retry_condition_fn=retry_if_it_may_pass,
     retries=1,
     retry_delay_seconds=[10],
     retry_jitter_factor=RETRY_JITTER,
@@ -108,6 +167,7 @@ def build_marts_task(settings: Settings, run_key: str, full_refresh: bool = Fals
 
 @task(
     name="publish_marts",
+    retry_condition_fn=retry_if_it_may_pass,
     retries=1,
     retry_delay_seconds=[10],
     retry_jitter_factor=RETRY_JITTER,
@@ -198,6 +258,7 @@ def ingest(slices: list[Settings], run_key: str, backfill: bool = False) -> Land
     logger = get_run_logger()
     result = LandResult()
     errors: list[str] = []
+    passing = False  # whether a failed slice may land on another attempt (a flow retry)
     by_source: dict[str, list[Settings]] = {}
     for piece in slices:
         by_source.setdefault(piece.source, []).append(piece)
@@ -222,13 +283,16 @@ def ingest(slices: list[Settings], run_key: str, backfill: bool = False) -> Land
                     future.result()
                 except Exception as exc:
                     message = _first_line(str(exc)) or type(exc).__name__
+                    passing = passing or is_retryable(exc)
                 errors.append(f"{slice_label(piece).removeprefix('land-')}: {message}")
                 logger.error("landing %s failed after retries: %s", slice_label(piece), message)
     result.notes["errors"] = errors
     if errors and not any(result.refs.values()):
-        raise LakehouseError(
+        failure = LakehouseError(
             f"no slice landed: {errors[0]}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
         )
+        failure.retryable = passing
+        raise failure
     if slices and not any(result.refs.values()) and not lake_holds_data(slices[0].lake_dir):
         raise LakehouseError(nothing_to_build(slices[0], result.notes))
     return result
@@ -344,7 +408,9 @@ def gates_markdown(summary: dict, settings: Settings) -> str:
     lines = [
         f"# Run summary: snapshot `{summary['snapshot_id']}`",
         "",
-        f"Published snapshot **{summary['snapshot_id']}** in `{summary['lake_dir']}/marts`.",
+        f"Published snapshot **{summary['snapshot_id']}** in `{summary['lake_dir']}/marts`."
+        if summary.get("published", True)
+        else f"No new snapshot: {summary.get('publish_note')}",
         "",
         "| gate | dataset | accepted | quarantined | checks | result |",
         "|---|---|---:|---:|---:|---|",
@@ -487,6 +553,9 @@ def run_pipeline(
         "build": asdict(built),
         "mart_gate": [r.as_row() for r in published.gate],
         "snapshot_id": published.snapshot_id,
+        # False when publish made no snapshot (nothing new, or a rollback holds the live one).
+        "published": published.published,
+        "publish_note": published.note,
         "marts": published.tables,
         "marts_unchanged": published.reused,
         "marts_gate_carried": published.carried,
@@ -495,7 +564,10 @@ def run_pipeline(
         "flow_run_id": run_key,
     }
     summary["artifacts"] = [raw_artifact, *publish_artifacts(summary, settings)]
-    logger.info("published snapshot %s", published.snapshot_id)
+    if published.published:
+        logger.info("published snapshot %s", published.snapshot_id)
+    else:
+        logger.info(published.note)
     return summary
 
 
@@ -533,14 +605,15 @@ def refresh(
     dask_address: str | None = None,
 ) -> dict:
     """The whole pipeline for the given sources (default: the configured one)."""
-    settings = load_settings(symbols=symbols, intervals=intervals, start=start, end=end)
-    return run_pipeline(
-        settings,
-        list(sources or [settings.source]),
-        full_refresh=full_refresh,
-        task_runner=task_runner,
-        dask_address=dask_address,
-    )
+    with final_unless_retryable():
+        settings = load_settings(symbols=symbols, intervals=intervals, start=start, end=end)
+        return run_pipeline(
+            settings,
+            list(sources or [settings.source]),
+            full_refresh=full_refresh,
+            task_runner=task_runner,
+            dask_address=dask_address,
+        )
 
 
 @flow(name="lakehouse", log_prints=True, retries=1, retry_delay_seconds=30)
@@ -552,8 +625,11 @@ def incremental(
     dask_address: str | None = None,
 ) -> dict:
     """Files waiting in the inbox, then new closed klines from Binance REST; build and publish."""
-    settings = load_settings(symbols=symbols, intervals=intervals, market=market)
-    return run_pipeline(settings, ["archive", "binance"], task_runner=task_runner, dask_address=dask_address)
+    with final_unless_retryable():
+        settings = load_settings(symbols=symbols, intervals=intervals, market=market)
+        return run_pipeline(
+            settings, ["archive", "binance"], task_runner=task_runner, dask_address=dask_address
+        )
 
 
 @flow(name="lakehouse", log_prints=True, retries=1, retry_delay_seconds=60)
@@ -567,10 +643,11 @@ def backfill(
     dask_address: str | None = None,
 ) -> dict:
     """Binance klines for exactly [start, end) (days), then build and publish."""
-    settings = load_settings(symbols=symbols, intervals=[interval], start=start, end=end, market=market)
-    return run_pipeline(
-        settings, ["binance"], backfill=True, task_runner=task_runner, dask_address=dask_address
-    )
+    with final_unless_retryable():
+        settings = load_settings(symbols=symbols, intervals=[interval], start=start, end=end, market=market)
+        return run_pipeline(
+            settings, ["binance"], backfill=True, task_runner=task_runner, dask_address=dask_address
+        )
 
 
 @flow(name="lakehouse", log_prints=True, retries=1, retry_delay_seconds=60)
@@ -581,8 +658,9 @@ def synthetic(
     seed: int | None = None,
 ) -> dict:
     """The offline synthetic market, users, transactions and network data; build and publish."""
-    settings = load_settings(symbols=symbols, start=start, end=end, seed=seed)
-    return run_pipeline(settings, ["synthetic"])
+    with final_unless_retryable():
+        settings = load_settings(symbols=symbols, start=start, end=end, seed=seed)
+        return run_pipeline(settings, ["synthetic"])
 
 
 @flow(name="lakehouse", log_prints=True)

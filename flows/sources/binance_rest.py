@@ -8,12 +8,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pandas as pd
 import requests
 
 from flows.errors import LakehouseError
-from flows.lake import BatchRef, compute_batch_id, kline_watermark, land_frame, write_quarantine
+from flows.lake import (
+    BatchRef,
+    compute_batch_id,
+    kline_watermark,
+    land_frame,
+    write_quarantine,
+    write_text_atomic,
+)
 from flows.schemas import INTERVAL_MS, KLINE_KEY, cast_klines
 from flows.settings import Settings
 from flows.sources import LandResult
@@ -80,22 +88,83 @@ def ms_to_text(ms: int) -> str:
 
 
 class BinanceBanned(Exception):
-    """HTTP 418: this IP is banned; nothing more may be asked of the market until `until`."""
+    """HTTP 418 (IP banned) or a long 429 back-off: nothing more may be asked of the market until
+    `until`. Retrying sooner is what makes Binance extend a ban (2 minutes up to 3 days)."""
 
-    def __init__(self, market: str, retry_after: float, until: float) -> None:
-        self.market, self.retry_after, self.until = market, retry_after, until
+    retryable = False
+
+    def __init__(
+        self, market: str, seconds: float, until: float, status: int = 418, where: Path | None = None
+    ):
+        self.market, self.seconds, self.until, self.status = market, seconds, until, status
+        verb = "banned" if status == 418 else "rate-limited"
+        recorded = f" (recorded in {where})" if where is not None else ""
         super().__init__(
-            f"Binance banned this IP (HTTP 418) for {retry_after:.0f} s, until "
-            f"{ms_to_text(int(until * 1000))} UTC; {market} ingestion stopped, rerun after that time"
+            f"Binance {verb} this IP (HTTP {status}) for {seconds:.0f} s, until "
+            f"{ms_to_text(int(until * 1000))} UTC{recorded}; {market} ingestion stopped and sends "
+            f"no {market} request before then; a run after that time picks up where the lake ends"
         )
 
 
 class BinanceRejected(Exception):
     """A 4xx other than 418/429: the request itself is wrong (bad symbol, bad interval)."""
 
+    retryable = False
+
 
 class BinanceUnavailable(Exception):
-    """Retries exhausted on 429, 5xx, timeouts or connection resets."""
+    """Retries exhausted on 429, 5xx, timeouts or connection resets: a later attempt may pass."""
+
+    retryable = True
+
+
+class BinanceOutage(LakehouseError):
+    """Every series failed, at least one for a reason that passes (network, 5xx): worth retrying."""
+
+    retryable = True
+
+
+# Back-off record: a 418 ban or a 429 back-off outlives the process that received it, so task
+# retries, flow retries and later runs (the 5-minute deployment) ask nothing before it ends.
+
+
+def backoff_path(lake_dir: Path, market: str) -> Path:
+    return Path(lake_dir) / "state" / "binance" / f"{market}-backoff.json"
+
+
+def read_backoff(lake_dir: Path, market: str) -> dict | None:
+    """The recorded back-off of a market ({"status", "until_epoch", ...}), or None."""
+    try:
+        record = json.loads(backoff_path(lake_dir, market).read_text())
+        float(record["until_epoch"]), int(record["status"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # none recorded, or a file this code did not write: nothing to honour
+    return record
+
+
+def record_backoff(lake_dir: Path, market: str, status: int, seconds: float, until: float) -> Path | None:
+    """Record that the market may not be asked before `until` (epoch s); a longer record stays,
+    and so does a ban over a 429. An unwritable lake only loses the record, not the error."""
+    path = backoff_path(lake_dir, market)
+    previous = read_backoff(lake_dir, market)
+    if (
+        previous is not None
+        and float(previous["until_epoch"]) >= until
+        and (int(previous["status"]) == 418 or status == 429)
+    ):
+        return path
+    record = {
+        "market": market,
+        "status": status,
+        "retry_after_seconds": seconds,
+        "until": f"{ms_to_text(int(until * 1000))} UTC",
+        "until_epoch": until,
+        "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        return write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    except OSError:
+        return None
 
 
 def header_number(headers: Mapping[str, str] | None, name: str) -> float | None:
@@ -199,7 +268,26 @@ class BinanceRest:
                 )
         self.client.API_URL = settings.binance_api_url.rstrip("/")
         self.client.FUTURES_URL = settings.binance_futures_api_url.rstrip("/")
+        self.lake_dir = settings.lake_dir
         self.requests = 0
+        # The end of the last back-off this client waited out itself (a record up to it is done).
+        self.waited_until = 0.0
+
+    def respect_backoff(self) -> None:
+        """Before any request: wait out a short recorded 429 back-off, stop at a ban or a long one."""
+        record = read_backoff(self.lake_dir, self.market)
+        if record is None:
+            return
+        until, status = float(record["until_epoch"]), int(record["status"])
+        remaining = until - self.pacer.clock()
+        if remaining <= 0 or until <= self.waited_until:
+            return
+        if status == 429 and remaining <= self.pacer.backoff_max_seconds:
+            self.pacer.wait("429", remaining)
+            self.waited_until = until
+            return
+        where = backoff_path(self.lake_dir, self.market)
+        raise BinanceBanned(self.market, remaining, until, status, where)
 
     def call(self, what: str, weight: int, fn: Callable[..., object], **params: object) -> object:
         from binance.exceptions import BinanceAPIException, BinanceRequestException
@@ -207,35 +295,25 @@ class BinanceRest:
         pacer = self.pacer
         attempt = 0
         while True:
+            self.respect_backoff()
             pacer.before(weight)
             self.requests += 1
+            self.client.response = None
             try:
                 result = fn(**params)
             except BinanceAPIException as exc:
-                headers = getattr(exc.response, "headers", None)
-                pacer.observe(headers, weight)
-                status = int(exc.status_code)
-                if status == 418:
-                    retry_after = header_number(headers, "Retry-After") or 120.0
-                    raise BinanceBanned(self.market, retry_after, pacer.clock() + retry_after) from exc
-                if status == 429 or status >= 500:
-                    if attempt >= pacer.max_retries:
-                        raise BinanceUnavailable(
-                            f"Binance kept answering HTTP {status} to {what} after "
-                            f"{attempt + 1} attempts; rerun later"
-                        ) from exc
-                    if status == 429:
-                        retry_after = header_number(headers, "Retry-After")
-                        if retry_after is None:
-                            retry_after = 60.0 - (pacer.clock() % 60.0) + 1.0
-                        pacer.wait("429", retry_after)
-                    else:
-                        pacer.wait(f"{status}", pacer.backoff(attempt))
-                    attempt += 1
-                    continue
-                raise BinanceRejected(
-                    f"Binance rejected {what}: {one_line(exc.message)} (code {exc.code}, HTTP {status})"
-                ) from exc
+                self.refused(what, weight, attempt, exc, exc.status_code, exc.code, exc.message)
+                attempt += 1
+                continue
+            except AttributeError as exc:
+                # python-binance reads an error body as a JSON object; a JSON string (a proxy's
+                # "Too many requests") breaks its exception. The HTTP status still says what it was.
+                response = self.client.response
+                if response is None or 200 <= response.status_code < 300:
+                    raise
+                self.refused(what, weight, attempt, exc, response.status_code, None, response.text)
+                attempt += 1
+                continue
             except (
                 requests.Timeout,
                 requests.ConnectionError,
@@ -246,11 +324,13 @@ class BinanceRest:
                 if host is not None:
                     # No DNS answer for the host: no network here, or a mistyped URL. Retrying
                     # with backoff only made a run without network take minutes to say so.
-                    raise BinanceUnavailable(
+                    unresolved = BinanceUnavailable(
                         f"cannot resolve {host} for {what} (no network, or a wrong host in "
                         "LAKEHOUSE_BINANCE_API_URL / LAKEHOUSE_BINANCE_FUTURES_API_URL); "
                         "check them and rerun"
-                    ) from exc
+                    )
+                    unresolved.retryable = False
+                    raise unresolved from exc
                 if attempt >= pacer.max_retries:
                     reason = type(exc).__name__
                     raise BinanceUnavailable(
@@ -263,6 +343,50 @@ class BinanceRest:
             response = getattr(self.client, "response", None)
             pacer.observe(getattr(response, "headers", None), weight)
             return result
+
+    def refused(
+        self,
+        what: str,
+        weight: int,
+        attempt: int,
+        exc: Exception,
+        status: object,
+        code: object,
+        message: object,
+    ) -> None:
+        """A non-2xx answer: wait before the next attempt (429, 5xx), or raise what it means."""
+        pacer = self.pacer
+        response = getattr(exc, "response", None)
+        headers = getattr(self.client.response if response is None else response, "headers", None)
+        pacer.observe(headers, weight)
+        status = int(status)
+        exhausted = BinanceUnavailable(
+            f"Binance kept answering HTTP {status} to {what} after {attempt + 1} attempts; rerun later"
+        )
+        if status in (418, 429):
+            retry_after = header_number(headers, "Retry-After")
+            if retry_after is None:
+                # Binance always sends Retry-After; without it, a ban's shortest or the next minute.
+                retry_after = 120.0 if status == 418 else 60.0 - (pacer.clock() % 60.0) + 1.0
+            until = pacer.clock() + retry_after
+            where = record_backoff(self.lake_dir, self.market, status, retry_after, until)
+            if status == 418 or retry_after > pacer.backoff_max_seconds:
+                raise BinanceBanned(self.market, retry_after, until, status, where) from exc
+            if attempt >= pacer.max_retries:
+                raise exhausted from exc
+            pacer.wait("429", retry_after)
+            self.waited_until = until
+            return
+        if status >= 500:
+            if attempt >= pacer.max_retries:
+                raise exhausted from exc
+            pacer.wait(f"{status}", pacer.backoff(attempt))
+            return
+        if code is None:
+            detail = f"HTTP {status}: {one_line(message)}"
+        else:
+            detail = f"{one_line(message)} (code {code}, HTTP {status})"
+        raise BinanceRejected(f"Binance rejected {what}: {detail}") from exc
 
     def klines(self, symbol: str, interval: str, start_ms: int, end_ms: int) -> object:
         limit = PAGE_LIMIT[self.market]
@@ -662,6 +786,7 @@ def land_kline_ranges(
     warnings: list[str] = []
     apis: dict[str, BinanceRest] = {}
     banned: dict[str, str] = {}
+    passing = 0  # failures that another attempt may not meet (network, 5xx)
     totals = {"ranges": len(ranges), "pages": 0, "candles": 0, "open_skipped": 0, "repeats": 0}
 
     def api_for(market: str) -> BinanceRest:
@@ -711,6 +836,7 @@ def land_kline_ranges(
             except (BinanceRejected, BinanceUnavailable) as exc:
                 errors.append(f"{kr.label()}: {exc}")
                 failed += 1
+                passing += int(exc.retryable)
             finally:
                 lander.flush()
                 result.refs["klines"] += lander.refs
@@ -731,10 +857,12 @@ def land_kline_ranges(
     result.notes["binance_rest"] = totals
     if ranges and failed == len(ranges):
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        # Retried by Prefect only when something may pass and no market is banned.
+        error = BinanceOutage if passing and not banned else LakehouseError
         if totals["candles"]:
             # Partial ranges stay landed (they are correct); the next run resumes after them.
-            raise LakehouseError(f"every series failed after {totals['candles']} candles: {errors[0]}{more}")
-        raise LakehouseError(f"no klines landed: {errors[0]}{more}")
+            raise error(f"every series failed after {totals['candles']} candles: {errors[0]}{more}")
+        raise error(f"no klines landed: {errors[0]}{more}")
     return result
 
 

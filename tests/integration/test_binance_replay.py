@@ -233,3 +233,14 @@ def test_cli_backfill_lands_an_explicit_range(replay, lake_dir, capsys):
         "error: no klines landed: NOPEUSDT 1h (usdm): Binance rejected usdm klines NOPEUSDT 1h "
         "from 2025-10-01 00:00:00: Invalid symbol. (code -1121, HTTP 400)"
     ]
+
+
+def test_cli_backfill_waits_out_a_429_whose_body_is_a_json_string(replay, lake_dir, capsys):
+    """A proxy's 429 with the body "Too many requests" (JSON, not an object) is waited out and
+    retried like Binance's own 429, not reported as python-binance's AttributeError."""
+    replay.faults.append((429, {"Retry-After": "1"}, "Too many requests"))
+    args = ["backfill", "--symbols", "ETHUSDT", "--interval", "1h", "--start", "2025-10-01"]
+    assert main([*args, "--end", "2025-10-02", "--no-validate"]) == 0
+    assert capsys.readouterr().err == ""
+    assert len(landed(lake_dir)) == 24
+    assert [p for p, _ in replay.requests if p.endswith("/klines")] == ["/api/v3/klines"] * 2

@@ -388,6 +388,20 @@ def test_each_run_publishes_rows_gates_docs_links_and_the_snapshot(stages, setti
     assert "warehouse/dbt/target/index.html" in markdown
 
 
+def test_a_run_that_makes_no_new_snapshot_says_why_in_its_summary_and_artifact(stages, settings, monkeypatch):
+    settings = settings.model_copy(update={"source": "synthetic"})
+    note = "publish: every mart equals the live snapshot S1 under the lake, so no new snapshot; S1 stays live"
+    unchanged = PublishResult(snapshot_id="S1", tables={"fct_klines_hourly": 24}, published=False, note=note)
+    monkeypatch.setattr("flows.publish.publish_marts", lambda _: unchanged)
+    state = pipeline.lakehouse(settings=settings, return_state=True)
+    summary = state.result()
+
+    assert (summary["snapshot_id"], summary["published"], summary["publish_note"]) == ("S1", False, note)
+    markdown = artifacts_of(state.state_details.flow_run_id)["lakehouse-run"]["data"]
+    assert f"No new snapshot: {note}" in markdown
+    assert "Published snapshot" not in markdown
+
+
 def test_a_failed_run_ends_with_a_one_paragraph_summary(stages, settings):
     settings = settings.model_copy(update={"source": "synthetic"})
     previous = stages.publish(settings).snapshot_id
@@ -548,13 +562,22 @@ def test_backfill_parameters_are_typed():
 
 
 class FakeBinance(http.server.BaseHTTPRequestHandler):
-    """Spot klines and exchange info as Binance serves them, generated for the asked range."""
+    """Spot klines and exchange info as Binance serves them, generated for the asked range; other
+    symbols than BTCUSDT and ETHUSDT are rejected (-1121), and the server's scripted faults
+    (status, headers, body) answer klines calls first. The server keeps every request."""
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
-        if url.path == "/api/v3/exchangeInfo":
+        self.server.requests.append((url.path, query))
+        status, headers = 200, {"X-MBX-USED-WEIGHT-1M": "2"}
+        if url.path == "/api/v3/klines" and self.server.faults:
+            status, headers, answer = self.server.faults.pop(0)
+            body = json.dumps(answer).encode()
+        elif url.path == "/api/v3/exchangeInfo":
             body = (FIXTURES / "spot_exchange_info.json").read_bytes()
+        elif url.path == "/api/v3/klines" and query["symbol"] not in ("BTCUSDT", "ETHUSDT"):
+            status, body = 400, json.dumps({"code": -1121, "msg": "Invalid symbol."}).encode()
         elif url.path == "/api/v3/klines":
             step = INTERVAL_MS[query["interval"]]
             first = -(-int(query["startTime"]) // step) * step
@@ -567,9 +590,10 @@ class FakeBinance(http.server.BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("X-MBX-USED-WEIGHT-1M", "2")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -578,15 +602,21 @@ class FakeBinance(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def fake_binance():
+def binance_server():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeBinance)
+    server.requests, server.faults = [], []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/api"
+        yield server
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def fake_binance(binance_server):
+    return f"http://127.0.0.1:{binance_server.server_address[1]}/api"
 
 
 @pytest.fixture
@@ -645,3 +675,138 @@ def test_dask_runner_without_an_address_starts_a_local_cluster_of_two_processes(
         pipeline.make_task_runner("thread", "tcp://127.0.0.1:8786")
     with pytest.raises(LakehouseError, match="task runner 'spark' is not one of thread, dask"):
         pipeline.make_task_runner("spark")
+
+
+# Binance faults through real flow runs --------------------------------------------------------
+
+
+def flow_run_of(state):
+    return api(lambda client: client.read_flow_run(state.state_details.flow_run_id))
+
+
+def klines_asked(server, symbol: str) -> int:
+    return sum(1 for path, query in server.requests if path.endswith("/klines") and query["symbol"] == symbol)
+
+
+def test_a_rejected_symbol_is_asked_once_and_named_in_the_run_summary(
+    monkeypatch, lake_dir, binance_server, fake_binance
+):
+    """HTTP 400 -1121 is the same on every attempt: no task retry; the other symbol publishes and
+    the failed series reaches the summary's notes["errors"], which the CLI prints."""
+    patch_stages(monkeypatch, Stages(), land=False)
+    settings = load_settings(
+        lake_dir=lake_dir,
+        source="binance",
+        symbols="BTCUSDT,NOPEUSDT",
+        intervals="1h",
+        start=date(2026, 10, 1),
+        end=date(2026, 10, 2),
+        binance_api_url=fake_binance,
+    )
+    state = pipeline.lakehouse(settings=settings, return_state=True)
+
+    assert state.is_completed()
+    summary = state.result()
+    assert summary["notes"]["errors"] == [
+        "binance-NOPEUSDT-1h: no klines landed: NOPEUSDT 1h (spot): Binance rejected spot klines "
+        "NOPEUSDT 1h from 2026-10-01 00:00:00: Invalid symbol. (code -1121, HTTP 400)"
+    ]
+    assert summary["landed"]["klines"] == 24
+    runs = {t.name: t for t in task_runs_under(state.state_details.flow_run_id)}
+    assert runs["land-binance-NOPEUSDT-1h"].state.name == "Failed"
+    assert runs["land-binance-NOPEUSDT-1h"].run_count == 1
+    assert klines_asked(binance_server, "NOPEUSDT") == 1
+
+
+def test_a_binance_ban_stops_task_retries_flow_retries_and_later_runs(
+    monkeypatch, lake_dir, binance_server, fake_binance, capsys
+):
+    """A 418 is answered once: the ban's end is recorded in the lake, and until then no task
+    retry, flow retry, incremental deployment run or `lakehouse run` calls Binance again."""
+    fake = patch_stages(monkeypatch, Stages(), land=False)
+    monkeypatch.setenv("LAKEHOUSE_BINANCE_API_URL", fake_binance)
+    binance_server.faults.append((418, {"Retry-After": "7200"}, {"code": -1003, "msg": "IP banned."}))
+    started = time.time()
+    backfill = pipeline.backfill.with_options(retry_delay_seconds=0)
+    state = backfill(
+        symbols=["BTCUSDT"], interval="1h", start=date(2026, 10, 1), end=date(2026, 10, 2), return_state=True
+    )
+
+    assert state.is_failed() and flow_run_of(state).run_count == 1
+    assert [path for path, _ in binance_server.requests] == ["/api/v3/exchangeInfo", "/api/v3/klines"]
+    runs = {t.name: t for t in task_runs_under(state.state_details.flow_run_id)}
+    assert runs["land-binance-BTCUSDT-1h"].run_count == 1
+    record_path = lake_dir / "state" / "binance" / "spot-backoff.json"
+    record = json.loads(record_path.read_text())
+    assert record["status"] == 418 and record["retry_after_seconds"] == 7200
+    assert started + 7200 <= record["until_epoch"] <= time.time() + 7200
+    until = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record["until_epoch"]))
+    with pytest.raises(LakehouseError) as first:
+        state.result()
+    assert str(first.value) == (
+        "no slice landed: binance-BTCUSDT-1h: no klines landed: BTCUSDT 1h (spot): Binance banned this IP "
+        f"(HTTP 418) for 7200 s, until {until} UTC (recorded in {record_path}); spot ingestion stopped and "
+        "sends no spot request before then; a run after that time picks up where the lake ends"
+    )
+
+    incremental = pipeline.incremental.with_options(retry_delay_seconds=0)
+    state = incremental(symbols=["BTCUSDT"], intervals=["1h"], return_state=True)
+    assert state.is_failed() and flow_run_of(state).run_count == 1
+
+    from flows.cli import main
+
+    args = ["run", "--source", "binance", "--symbols", "BTCUSDT", "--interval", "1h"]
+    assert main([*args, "--start", "2026-10-01", "--end", "2026-10-02"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith(
+        "error: no slice landed: binance-BTCUSDT-1h: no klines landed: BTCUSDT 1h (spot): Binance banned "
+        "this IP (HTTP 418) for "
+    )
+    assert err[0].endswith(
+        f" s, until {until} UTC (recorded in {record_path}); spot ingestion stopped and sends no spot "
+        "request before then; a run after that time picks up where the lake ends"
+    )
+    assert len(binance_server.requests) == 2  # nothing after the 418
+    assert fake.calls["validate"] == fake.calls["build"] == fake.calls["publish"] == 0
+
+
+def test_deployment_flows_retry_what_may_pass_and_stop_at_once_on_what_would_fail_again(
+    stages, lake_dir, monkeypatch
+):
+    from flows.publish import GateFailed
+
+    window = {"symbols": ["BTCUSDT"], "start": date(2026, 10, 1), "end": date(2026, 10, 2)}
+    synthetic = pipeline.synthetic.with_options(retry_delay_seconds=0)
+
+    # A settings error: the same parameters fail the same way on a retry.
+    backfill = pipeline.backfill.with_options(retry_delay_seconds=0)
+    state = backfill(
+        symbols=["BTCUSDT"], interval="1h", start=date(2026, 10, 2), end=date(2026, 10, 1), return_state=True
+    )
+    assert state.is_failed() and flow_run_of(state).run_count == 1
+    with pytest.raises(
+        LakehouseError, match=r"^invalid settings: end 2026-10-01 must be after start 2026-10-02"
+    ):
+        state.result()
+
+    # Gate 2 rejecting the marts: neither the publish task nor the flow run tries again.
+    rejected = []
+
+    def gate_fails(settings):
+        rejected.append(settings)
+        raise GateFailed("gate 2 failed: fct_klines_hourly has fewer rows than the published snapshot")
+
+    with monkeypatch.context() as patched:
+        patched.setattr("flows.publish.publish_marts", gate_fails)
+        state = synthetic(**window, return_state=True)
+    assert state.is_failed() and flow_run_of(state).run_count == 1
+    assert len(rejected) == 1
+    publish = [t for t in task_runs_under(state.state_details.flow_run_id) if t.name.startswith("publish")]
+    assert [(t.run_count, t.state.name) for t in publish] == [(1, "Failed")]
+
+    # A full disk may pass: the task retries once, then the flow run retries and publishes.
+    stages.publish_faults = 2
+    state = synthetic(**window, return_state=True)
+    assert state.is_completed() and flow_run_of(state).run_count == 2
+    assert stages.calls["publish"] == 3

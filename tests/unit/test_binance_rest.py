@@ -258,8 +258,9 @@ def test_retries_are_bounded_and_a_failed_run_changes_nothing_in_the_lake(fake, 
     fake.add("spot", "BTCUSDT", "1m", [row(T0, 100)])
     fake.faults += [("*", (503, {}, "Service Unavailable"))] * 10
     settings = make_settings(lake_dir, binance_max_retries=3)
-    with pytest.raises(LakehouseError, match="HTTP 503 .* after 4 attempts"):
+    with pytest.raises(LakehouseError, match="HTTP 503 .* after 4 attempts") as caught:
         run(settings)
+    assert caught.value.retryable  # a 5xx may pass: Prefect retries the task
     assert len(fake.requests) == 4
     assert file_hashes(lake_dir / "raw") == earlier
     assert landed(lake_dir).empty
@@ -486,3 +487,90 @@ def test_a_host_that_does_not_resolve_fails_at_once_naming_it(fake, lake_dir):
         "LAKEHOUSE_BINANCE_FUTURES_API_URL); check them and rerun"
     )
     assert landed(lake_dir).empty
+
+
+def exchange_info_calls(fake) -> int:
+    return sum(1 for call in fake.mocked.calls if call.request.url.endswith("/exchangeInfo"))
+
+
+def test_a_ban_is_recorded_in_the_lake_and_no_run_asks_binance_before_it_ends(fake, lake_dir):
+    fake.add("spot", "BTCUSDT", "1m", [row(T0, 100)])
+    body = json.dumps({"code": -1003, "msg": "Way too many requests; IP banned."})
+    fake.faults.append(("*", (418, {"Retry-After": "7200"}, body)))
+    with pytest.raises(LakehouseError):
+        run(make_settings(lake_dir))
+    record_path = lake_dir / "state" / "binance" / "spot-backoff.json"
+    record = json.loads(record_path.read_text())
+    assert (record["market"], record["status"], record["until_epoch"]) == ("spot", 418, 8_200.0)
+    assert record["until"] == "1970-01-01 02:16:40 UTC"
+    asked = (len(fake.requests), exchange_info_calls(fake))
+    assert asked == (1, 1)
+
+    # The next run (a task retry, a flow retry, the next scheduled run) asks nothing at all.
+    with pytest.raises(LakehouseError) as caught:
+        run(make_settings(lake_dir), clock=lambda: 1_600.0)
+    assert str(caught.value) == (
+        "no klines landed: BTCUSDT 1m (spot): Binance banned this IP (HTTP 418) for 6600 s, until "
+        f"1970-01-01 02:16:40 UTC (recorded in {record_path}); spot ingestion stopped and sends no spot "
+        "request before then; a run after that time picks up where the lake ends"
+    )
+    assert (len(fake.requests), exchange_info_calls(fake)) == asked
+    # USD-M has limits of its own: a spot ban does not stop it.
+    fake.add("usdm", "BTCUSDT", "1m", [row(T0, 100)])
+    assert run(make_settings(lake_dir, market="usdm"), clock=lambda: 1_600.0)[0].rows["klines"] == 1
+
+    # Once the ban has ended, the run picks up.
+    result, waits = run(make_settings(lake_dir), clock=lambda: 8_200.0)
+    assert result.rows["klines"] == 1 and waits == []
+
+
+def test_a_429_longer_than_the_backoff_limit_stops_at_once_and_is_recorded(fake, lake_dir):
+    fake.add("spot", "BTCUSDT", "1m", [row(T0, 100)])
+    body = json.dumps({"code": -1003, "msg": "Too many requests."})
+    fake.faults.append(("*", (429, {"Retry-After": "600"}, body)))
+    with pytest.raises(LakehouseError) as caught:
+        run(make_settings(lake_dir))
+    record_path = lake_dir / "state" / "binance" / "spot-backoff.json"
+    assert str(caught.value) == (
+        "no klines landed: BTCUSDT 1m (spot): Binance rate-limited this IP (HTTP 429) for 600 s, until "
+        f"1970-01-01 00:26:40 UTC (recorded in {record_path}); spot ingestion stopped and sends no spot "
+        "request before then; a run after that time picks up where the lake ends"
+    )
+    assert not getattr(caught.value, "retryable", False)
+    assert len(fake.requests) == 1
+    with pytest.raises(LakehouseError, match=r"rate-limited this IP \(HTTP 429\) for 300 s"):
+        run(make_settings(lake_dir), clock=lambda: 1_300.0)
+    assert len(fake.requests) == 1
+
+
+def test_a_short_429_back_off_is_waited_out_by_the_next_attempt_before_it_asks(fake, lake_dir):
+    """Retries exhausted on a 429 leave its Retry-After recorded: Prefect's retry of the task,
+    seconds later, waits for the rest of it instead of asking at once."""
+    fake.add("spot", "BTCUSDT", "1m", [row(T0, 100)])
+    body = json.dumps({"code": -1003, "msg": "Too many requests."})
+    fake.faults.append(("*", (429, {"Retry-After": "30"}, body)))
+    with pytest.raises(LakehouseError, match="HTTP 429 .* after 1 attempts") as caught:
+        run(make_settings(lake_dir, binance_max_retries=0))
+    assert caught.value.retryable  # a 429 passes: Prefect may retry the task
+    result, waits = run(make_settings(lake_dir), clock=lambda: 1_010.0)
+    assert waits == [20.0] and result.notes["binance_rest"]["waits"] == [("429", 20.0)]
+    assert result.rows["klines"] == 1 and len(fake.requests) == 3  # the 429, a page, the empty page after it
+
+
+def test_an_error_body_that_is_json_but_not_an_object_is_judged_by_its_http_status(fake, lake_dir):
+    """python-binance's exception cannot read a JSON string body (AttributeError): a proxy's
+    429 "Too many requests" is still a 429 (wait, retry), a 400 still a rejection."""
+    fake.add("spot", "BTCUSDT", "1m", [row(T0 + i * MINUTE, 100) for i in range(10)])
+    fake.faults.append(("*", (429, {"Retry-After": "7"}, json.dumps("Too many requests"))))
+    result, waits = run(make_settings(lake_dir))
+    assert waits == [7.0] and result.rows["klines"] == 10
+    assert len(fake.requests) == 3  # the 429, the page, the empty page after it
+
+    fake.faults.append(("*", (400, {}, json.dumps("Bad request"))))
+    with pytest.raises(LakehouseError) as caught:
+        run(make_settings(lake_dir, symbols="ETHUSDT"))
+    assert str(caught.value) == (
+        "no klines landed: ETHUSDT 1m (spot): Binance rejected spot klines ETHUSDT 1m from "
+        '2025-10-01 00:00:00: HTTP 400: "Bad request"'
+    )
+    assert len(fake.requests) == 4  # a rejection is not asked again
