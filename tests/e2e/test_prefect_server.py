@@ -160,6 +160,72 @@ def test_refresh_deployment_runs_from_the_cli_and_publishes_a_snapshot(served):
     assert (lake / "marts" / snapshot / "fct_klines_hourly.parquet").is_file()
 
 
+PROBE_FLOW = """
+from prefect import flow, get_run_logger
+
+
+@flow(name="cli-probe")
+def cli_probe():
+    get_run_logger().info("probe log line")
+
+
+state = cli_probe(return_state=True)
+print(state.state_details.flow_run_id, state.type.value)
+"""
+
+
+def test_prefect_cli_lists_deployments_and_runs_and_reads_a_runs_logs(served):
+    """Operators read a run's logs with the Prefect CLI: its list and log commands send explicit
+    nulls for limit/offset/sort/filters, which a FastAPI from 0.151 on rejects (422) on the
+    Prefect 3.8 server."""
+    api, env, lake, process, log = served
+    cli_env = {**env, "PREFECT_API_URL": api, "COLUMNS": "250"}  # wide enough for whole ids in tables
+
+    def prefect(*args: str) -> str:
+        result = subprocess.run(
+            [str(BIN / "prefect"), *args],
+            env=cli_env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout}{result.stderr}"
+        return result.stdout
+
+    def refresh_deployment():
+        response = httpx.get(f"{api}/deployments/name/lakehouse/refresh", timeout=10)
+        return response.json() if response.status_code == 200 else None
+
+    refresh = wait_until(
+        refresh_deployment,
+        STARTUP_LIMIT,
+        "the refresh deployment registered",
+        process,
+        log,
+    )
+    listed = prefect("deployment", "ls")
+    assert "lakehouse/refresh" in listed and refresh["id"] in listed
+
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE_FLOW],
+        env=cli_env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    flow_run_id, state = probe.stdout.split()[-2:]
+    assert state == "COMPLETED", probe.stdout + probe.stderr
+    name = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["name"]
+
+    runs = prefect("flow-run", "ls", "--flow-name", "cli-probe")
+    assert flow_run_id in runs and name in runs
+    logs = prefect("flow-run", "logs", flow_run_id)
+    assert f"Flow run '{name}' - probe log line" in logs
+
+
 def processes_with_home(home: Path) -> list[int]:
     """Processes whose environment names this PREFECT_HOME (the server and the runner started)."""
     marker = f"PREFECT_HOME={home}".encode()
