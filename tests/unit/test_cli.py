@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import flows.pipeline
 from flows.cli import app, main
 
 CORE_COMMANDS = [
@@ -401,8 +402,9 @@ def run_summary(lake_dir, notes: dict) -> dict:
 
 
 def test_run_names_each_series_that_did_not_land_and_exits_1(lake_dir, capsys, monkeypatch):
-    import flows.pipeline
-
+    # flows.pipeline is imported with this module, not here: importing Prefect binds its console log
+    # handler to sys.stderr as it is then, and capsys closes this test's stderr when it ends (every
+    # later Prefect log line then printed a "Logging error" traceback into other tests' stderr).
     notes = {
         "errors": [f"binance-NOPEUSDT-1h: no klines landed: {NOPE_ERROR}"],
         "warnings": [],
