@@ -916,9 +916,10 @@ def route_batch(
     good_positions = rows[~np.isin(rows, bad_positions)]
     earlier, earlier_kept = None, None
     if zone == "landing" and len(bad_positions) and raw_path.exists():
-        earlier = _earlier_rows_to_keep(raw_path, table, good_positions, bad_positions, key or [])
-        earlier_kept = 0 if earlier is None else earlier.num_rows
-        if not len(good_positions):  # nothing of the batch lands: the raw file stays whole
+        if len(good_positions):
+            earlier = _earlier_rows_to_keep(raw_path, table, good_positions, bad_positions, key or [])
+            earlier_kept = 0 if earlier is None else earlier.num_rows
+        else:  # nothing of the batch lands: the raw file stays whole, and is not read
             earlier_kept = pq.ParquetFile(raw_path).metadata.num_rows
     if len(good_positions):
         good = table.take(pa.array(good_positions))

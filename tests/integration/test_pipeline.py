@@ -630,6 +630,19 @@ def dask_cluster():
         yield cluster, client
 
 
+def replay_day_settings(lake_dir: Path, api_url: str, symbols: str):
+    """A day of hourly Binance klines from the replay server at api_url."""
+    return load_settings(
+        lake_dir=lake_dir,
+        source="binance",
+        symbols=symbols,
+        intervals="1h",
+        start=date(2026, 10, 1),
+        end=date(2026, 10, 2),
+        binance_api_url=api_url,
+    )
+
+
 def test_ingestion_fans_out_over_a_dask_cluster_of_two_processes(
     monkeypatch, lake_dir, fake_binance, dask_cluster
 ):
@@ -637,15 +650,7 @@ def test_ingestion_fans_out_over_a_dask_cluster_of_two_processes(
 
     cluster, client = dask_cluster
     stages = patch_stages(monkeypatch, Stages(), land=False)  # landing runs for real, on the workers
-    settings = load_settings(
-        lake_dir=lake_dir,
-        source="binance",
-        symbols="BTCUSDT,ETHUSDT",
-        intervals="1h",
-        start=date(2026, 10, 1),
-        end=date(2026, 10, 2),
-        binance_api_url=fake_binance,
-    )
+    settings = replay_day_settings(lake_dir, fake_binance, "BTCUSDT,ETHUSDT")
     with get_task_stream(client) as stream:
         state = pipeline.lakehouse(
             settings=settings, task_runner="dask", dask_address=cluster.scheduler_address, return_state=True
@@ -694,15 +699,7 @@ def test_a_rejected_symbol_is_asked_once_and_named_in_the_run_summary(
     """HTTP 400 -1121 is the same on every attempt: no task retry; the other symbol publishes and
     the failed series reaches the summary's notes["errors"], which the CLI prints."""
     patch_stages(monkeypatch, Stages(), land=False)
-    settings = load_settings(
-        lake_dir=lake_dir,
-        source="binance",
-        symbols="BTCUSDT,NOPEUSDT",
-        intervals="1h",
-        start=date(2026, 10, 1),
-        end=date(2026, 10, 2),
-        binance_api_url=fake_binance,
-    )
+    settings = replay_day_settings(lake_dir, fake_binance, "BTCUSDT,NOPEUSDT")
     state = pipeline.lakehouse(settings=settings, return_state=True)
 
     assert state.is_completed()
